@@ -1,0 +1,59 @@
+"""Run cache: "load the checkpoint if present, else train".
+
+Teachers (and any run a chapter wants to skip on a re-run) live under ``RSKD_CACHE`` (default
+``~/.cache/rskd_tutorial``) in a folder named by what produced them: the run's name, the profile, the
+seed and a short hash of every setting that changes the weights. Change a setting and the key
+changes, so a stale checkpoint is never loaded; chapters never depend on each other having run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from rskd_tutorial.engine.train import FINAL_WEIGHTS, load_weights
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$RSKD_CACHE`` or ``~/.cache/rskd_tutorial``."""
+    return Path(os.environ.get("RSKD_CACHE", Path.home() / ".cache" / "rskd_tutorial")).expanduser()
+
+
+def run_key(name: str, *, profile: str, seed: int, config: Mapping[str, Any] | None = None) -> str:
+    """``<name>/<profile>-s<seed>-<hash>``, the hash over ``config`` and the package version."""
+    from rskd_tutorial import __version__
+
+    blob = json.dumps({"config": config or {}, "version": __version__}, sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
+    return f"{name}/{profile}-s{seed}-{digest}"
+
+
+def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, strict: bool = True,
+                  verbose: bool = True) -> tuple[nn.Module, Path, bool]:
+    """Load ``model``'s weights from the cached run ``key`` if it finished, else call ``train(run_dir)``.
+
+    ``train`` must leave ``run_dir/final.pt`` behind (``engine.fit`` does); call ``fit`` with
+    ``resume=True`` inside it so that an interrupted run continues instead of starting over.
+    Weights load strictly: a mismatch is an error listing the keys.
+
+    Returns ``(model, run_dir, loaded)`` where ``loaded`` tells whether the cache answered.
+    """
+    run_dir = cache_dir() / key
+    final = run_dir / FINAL_WEIGHTS
+    if final.is_file():
+        load_weights(model, final, strict=strict)
+        if verbose:
+            print(f"loaded cached run {key}")
+        return model, run_dir, True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train(run_dir)
+    if not final.is_file():
+        raise RuntimeError(f"train() for {key} finished without writing {final}")
+    load_weights(model, final, strict=strict)
+    return model, run_dir, False

@@ -1,0 +1,523 @@
+"""The one training loop of the book: ``fit``.
+
+Every chapter and every full-scale config trains through :func:`fit`. It takes any ``nn.Module``
+whose call ``model(inputs, targets)`` returns either a mapping of named losses or a
+:class:`~rskd_tutorial.models.outputs.ModelOutput` (whose ``losses`` are used); every entry whose
+key starts with ``loss`` is summed into the objective, the others are only logged. A
+:class:`~rskd_tutorial.distill.base.Distiller` is such a module, so distillation needs nothing special.
+
+What it does: seeded and resumable to the bit (model, optimizer, scheduler, grad scaler, RNG states,
+epoch), mixed precision on CUDA (bf16 where supported, else fp16 with a scaler), DistributedDataParallel
+under ``torchrun`` (NCCL on GPU, gloo on CPU), gradient clipping, linear warm-up then step or cosine
+decay, an atomic checkpoint each epoch, a progress bar on rank 0, metrics appended to
+``metrics.jsonl`` in the run folder (TensorBoard too when installed), and a clear error naming the
+step and the loss term when a loss stops being finite -- the last good checkpoint stays intact.
+
+Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from rskd_tutorial.models.utils import load_state_strict
+
+CHECKPOINT = "checkpoint.pt"     # full training state, rewritten atomically each epoch
+FINAL_WEIGHTS = "final.pt"       # model weights only, written when training ends
+METRICS = "metrics.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; training stopped, the last checkpoint is intact."""
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already holds a checkpoint and neither ``resume`` nor ``overwrite`` was given."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one training run (the ``train:`` block of a YAML config)."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 8
+    optimizer: str = "sgd"                  # sgd | adamw
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"             # multistep | cosine | constant
+    milestones: tuple[int, ...] = ()        # epochs at which the LR is multiplied by gamma
+    gamma: float = 0.1
+    warmup_iters: int = 500                 # linear warm-up (the papers: 500 iterations from 0.001)
+    warmup_factor: float = 0.001
+    grad_clip: float | None = None          # max global grad norm; None = no clipping
+    amp: str = "auto"                       # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
+    num_workers: int = 0
+    seed: int = 0
+    eval_every: int = 1                     # epochs between evaluations (the last epoch is always evaluated)
+    log_every: int = 10                     # steps between metric lines in metrics.jsonl
+    find_unused_parameters: bool = True     # DDP: KD adapters may sit out a step
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("multistep", "cosine", "constant"),
+                   "amp": ("auto", "bf16", "fp16", "off")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        self.milestones = tuple(int(m) for m in self.milestones)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: where the run lives and what it measured."""
+
+    out_dir: Path
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)   # one record per epoch
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    @property
+    def weights(self) -> Path:
+        return self.out_dir / FINAL_WEIGHTS
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed helpers
+# ----------------------------------------------------------------------------------------------
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, local, world
+
+
+def _init_distributed(device: torch.device) -> bool:
+    rank, local, world = distributed_env()
+    if world <= 1:
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return True
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
+    """Move tensors inside nested lists / tuples / dicts to ``device``."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        moved = [to_device(v, device, non_blocking) for v in obj]
+        return type(obj)(moved) if isinstance(obj, tuple) and not hasattr(obj, "_fields") else moved
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# pieces of the loop
+# ----------------------------------------------------------------------------------------------
+
+class _LossOnly(nn.Module):
+    """Wraps a model so that its call returns the loss mapping alone (what DDP needs to see)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
+        return losses_of(self.model(inputs, targets))
+
+
+def losses_of(output: Any) -> dict[str, torch.Tensor]:
+    """The loss mapping of a model call: a Mapping as is, or ``output.losses``."""
+    if isinstance(output, Mapping):
+        return dict(output)
+    if hasattr(output, "losses"):
+        return dict(output.losses)
+    raise TypeError(
+        f"fit() needs model(inputs, targets) to return a mapping of losses or an object with .losses; "
+        f"got {type(output).__name__}"
+    )
+
+
+def total_loss(losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of the entries whose name starts with ``loss`` (others are logged only)."""
+    terms = [v for k, v in losses.items() if k.startswith("loss")]
+    if not terms:
+        raise ValueError(f"no loss term to optimise: keys were {sorted(losses)} (names must start with 'loss')")
+    return torch.stack([t.float() for t in terms]).sum()
+
+
+def build_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimisation step ``step``: linear warm-up, then the schedule."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "multistep":
+        decay = cfg.gamma ** sum(step >= m * steps_per_epoch for m in cfg.milestones)
+    elif cfg.schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    else:
+        decay = 1.0
+    if step < cfg.warmup_iters:
+        alpha = step / cfg.warmup_iters
+        decay *= cfg.warmup_factor * (1 - alpha) + alpha
+    return decay
+
+
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
+    """Load model weights from ``final.pt`` or ``checkpoint.pt`` (strict by default: a missing or
+    unexpected key is an error that lists them)."""
+    if strict:
+        return load_state_strict(model, path)
+    state = load_checkpoint(path)
+    model.load_state_dict(state.get("model", state), strict=False)
+    return model
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a run's ``metrics.jsonl`` (training lines have ``kind='train'``, epoch
+    summaries ``kind='epoch'``)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class _MetricLog:
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = out_dir / METRICS
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional dependency
+
+                self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: the jsonl file is the record
+                self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _count_images(inputs: Any) -> int:
+    if torch.is_tensor(inputs):
+        return int(inputs.shape[0])
+    if isinstance(inputs, Mapping):
+        return _count_images(next(iter(inputs.values())))
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs)
+    return 1
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    collate_fn: Callable | None = None,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    params: Sequence[nn.Parameter] | Sequence[dict] | None = None,
+    max_steps: int | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train_set`` and return a :class:`FitResult`.
+
+    Args:
+        model: ``model(inputs, targets)`` returns a loss mapping or a ``ModelOutput``.
+        train_set: yields samples that ``collate_fn`` turns into ``(inputs, targets)``.
+        config: optimisation settings.
+        out_dir: run folder (``checkpoint.pt``, ``final.pt``, ``metrics.jsonl``).
+        evaluate: called on rank 0 with the bare model every ``config.eval_every`` epochs and after
+            the last one; returns named metrics that are logged with the epoch.
+        resume: continue from ``out_dir/checkpoint.pt`` exactly where it stopped.
+        overwrite: start over even if ``out_dir`` already holds a run.
+        device: default: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+        progress: show a tqdm bar (rank 0 only). ``verbose``: print one line per epoch.
+        params: what to optimise (default: every parameter with ``requires_grad``).
+        max_steps: stop after this many optimisation steps in total (tests, benchmarks).
+    """
+    out_dir = Path(out_dir)
+    rank, local_rank, world = distributed_env()
+    if device is None:
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed = _init_distributed(device)
+    main = is_main_process()
+
+    ckpt_path = out_dir / CHECKPOINT
+    if main:
+        if ckpt_path.exists() and not (resume or overwrite):
+            raise RunExistsError(
+                f"{out_dir} already holds a run ({CHECKPOINT}); pass resume=True (--resume) to continue it "
+                f"or overwrite=True to start over"
+            )
+        if overwrite and not resume:
+            for name in (CHECKPOINT, FINAL_WEIGHTS, METRICS):
+                (out_dir / name).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if distributed:
+        dist.barrier()
+
+    seed_everything(config.seed + rank)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainable = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("fit(): the model has no parameter with requires_grad=True")
+    optimizer = build_optimizer(trainable, config)
+
+    sampler_gen = torch.Generator()
+    if distributed:
+        sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed, drop_last=False)
+    else:
+        sampler = RandomSampler(train_set, generator=sampler_gen)
+    loader_gen = torch.Generator()
+    loader = DataLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda", drop_last=len(train_set) > config.batch_size,
+        worker_init_fn=_worker_init, generator=loader_gen, persistent_workers=False,
+    )
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"fit(): the training set is empty ({len(train_set)} samples)")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
+    )
+    amp_dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, step = 0, 0
+    history: list[dict[str, Any]] = []
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location="cpu")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        history = list(state.get("history", []))
+        _set_rng_state(state["rng"])
+        if verbose and main:
+            print(f"resumed {out_dir} at epoch {start_epoch}/{config.epochs}")
+
+    wrapped: nn.Module = _LossOnly(model)
+    if distributed:
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.find_unused_parameters,
+        )
+    log = _MetricLog(out_dir, enabled=main)
+    t_start, images_seen = time.perf_counter(), 0
+    final_metrics: dict[str, float] = {}
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            sampler_gen.manual_seed(config.seed * 1_000_003 + epoch)
+            loader_gen.manual_seed(config.seed * 1_000_003 + epoch + 7)
+            if distributed:
+                sampler.set_epoch(epoch)
+            sums: dict[str, float] = {}
+            n_batches, t_epoch = 0, time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main),
+                       leave=False, dynamic_ncols=True, mininterval=2.0)
+            for inputs, targets in bar:
+                inputs = to_device(inputs, device)
+                targets = to_device(targets, device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    losses = wrapped(inputs, targets)
+                loss = total_loss(losses)
+                _check_finite(losses, loss, epoch, step, ckpt_path, distributed)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(trainable if params is None else model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                n_batches += 1
+                images_seen += _count_images(inputs) * (world if distributed else 1)
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                values["loss"] = float(loss.detach())
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if main and (step % config.log_every == 0 or n_batches == 1):
+                    log.write({"kind": "train", "epoch": epoch + 1, "step": step,
+                               "lr": optimizer.param_groups[0]["lr"], **values})
+                    bar.set_postfix(loss=f"{values['loss']:.3f}")
+                if max_steps is not None and step >= max_steps:
+                    break
+            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step,
+                                      "seconds": round(time.perf_counter() - t_epoch, 3)}
+            record.update({k: v / max(n_batches, 1) for k, v in sums.items()})
+            last = epoch + 1 == config.epochs or (max_steps is not None and step >= max_steps)
+            if evaluate is not None and main and ((epoch + 1) % config.eval_every == 0 or last):
+                metrics = {k: float(v) for k, v in evaluate(model).items()}
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                final_metrics = metrics
+                model.train()
+            history.append(record)
+            if main:
+                log.write(record)
+                atomic_save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1, "step": step, "rng": _rng_state(), "history": history,
+                    "config": asdict(config),
+                }, ckpt_path)
+                if verbose:
+                    shown = " ".join(f"{k[4:]} {v:.3f}" for k, v in record.items() if k.startswith("val_"))
+                    print(f"epoch {epoch + 1}/{config.epochs}  loss {record.get('loss', float('nan')):.4f}  "
+                          f"{shown}  ({record['seconds']:.1f} s)".rstrip())
+            if distributed:
+                dist.barrier()
+            if max_steps is not None and step >= max_steps:
+                break
+        seconds = time.perf_counter() - t_start
+        if main:
+            atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "config": asdict(config)},
+                        out_dir / FINAL_WEIGHTS)
+    finally:
+        log.close()
+    return FitResult(out_dir=out_dir, epochs_run=len(history), history=history, final_metrics=final_metrics,
+                     seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9))
+
+
+def _check_finite(losses: Mapping[str, torch.Tensor], loss: torch.Tensor, epoch: int, step: int,
+                  ckpt_path: Path, distributed: bool) -> None:
+    bad = (~torch.isfinite(loss.detach())).float()
+    if distributed:
+        dist.all_reduce(bad)
+    if bad.item() == 0:
+        return
+    culprits = [f"{k}={float(v.detach()):g}" for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
+    kept = f"the last good checkpoint {ckpt_path} is intact" if ckpt_path.exists() else "no checkpoint was written yet"
+    raise NonFiniteLossError(
+        f"non-finite loss at epoch {epoch + 1}, step {step + 1}: "
+        f"{', '.join(culprits) or 'on another rank'}; training stopped, {kept}"
+    )

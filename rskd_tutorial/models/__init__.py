@@ -1,0 +1,20 @@
+"""Models with taps: detectors (torchvision), saliency nets, ViT feature taps."""
+
+from rskd_tutorial.models.outputs import ModelOutput
+from rskd_tutorial.models.utils import count_parameters, freeze, load_state_strict
+
+__all__ = ["ModelOutput", "count_parameters", "freeze", "load_state_strict"]
+
+# ViT trunks, simple feature pyramid, ViT detectors (chapter 4)
+from rskd_tutorial.models.vit import (  # noqa: E402
+    FeatureModel,
+    ResNetTrunk,
+    SimpleFeaturePyramid,
+    ViTTrunk,
+    build_vit_detector,
+    create_vit,
+    load_vit_weights,
+)
+
+__all__ += ["FeatureModel", "ResNetTrunk", "SimpleFeaturePyramid", "ViTTrunk", "build_vit_detector", "create_vit",
+            "load_vit_weights"]

@@ -1,0 +1,58 @@
+"""Small model utilities shared by distillation and recipes: freezing and strict weight loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+FROZEN_FLAG = "_rskd_frozen"
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze ``module``: no parameter requires grad, eval mode, and a flag that keeps it in eval mode
+    under a :class:`~rskd_tutorial.distill.base.Distiller`'s ``train()`` (``methods/common.md`` 1.3)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+    setattr(module, FROZEN_FLAG, True)
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    return bool(getattr(module, FROZEN_FLAG, False))
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def load_state_strict(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load weights into ``model`` strictly: any missing or unexpected key is an error that lists them.
+
+    ``source`` is a state dict or a file written by ``engine.fit`` (``final.pt`` / ``checkpoint.pt``,
+    whose weights sit under ``"model"``), loaded with ``weights_only=True``.
+    """
+    where = "the given state dict"
+    if not isinstance(source, Mapping):
+        where = os.fspath(source)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"checkpoint not found: {where}")
+        source = torch.load(where, map_location="cpu", weights_only=True)
+    state = source.get("model", source) if isinstance(source.get("model", None), Mapping) else source
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or mismatched:
+        def show(keys: list[str]) -> str:
+            return f"{keys[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+        raise RuntimeError(
+            f"weights in {where} do not match {type(model).__name__}: missing {show(missing)}, "
+            f"unexpected {show(unexpected)}, wrong shape {show(mismatched)}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model

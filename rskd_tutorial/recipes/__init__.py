@@ -1,0 +1,1 @@
+"""rskd_tutorial.recipes."""

@@ -1,0 +1,252 @@
+"""Training and distilling detectors: the procedure chapters 0-3 and 6 and ``rskd train`` share.
+
+Two layers:
+
+* **Full scale** -- the ``detector`` recipe: a YAML config (data root, detector, ``train:`` block) trains
+  one detector (a teacher, or a student without KD) on a COCO-format dataset prepared by
+  ``data_scripts/``. Method recipes (DS2D2, DIPKD) reuse :class:`DetectionData`,
+  :class:`DetectorSpec`, :func:`build_from_spec` and :func:`detection_splits`.
+* **Tutorial scale** -- :func:`synthetic_root`, :func:`tutorial_teacher` and :func:`distill_student`
+  size everything from the run profile, so a chapter trains a teacher (or loads it from the cache)
+  and distils a student in a few lines.
+
+Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, train_or_load
+from rskd_tutorial.engine.train import TrainConfig, load_weights
+from rskd_tutorial.models.detectors import Detector, build_detector
+from rskd_tutorial.recipes.registry import Recipe, register
+
+SYNTHETIC_KINDS = ("optical", "sar", "rgbir")
+
+
+@dataclass
+class DetectionData:
+    """Where a COCO-format detection dataset lives and how it is augmented."""
+
+    root: str
+    train_split: str = "train"
+    val_split: str = "val"
+    hflip: float = 0.5
+    vflip: float = 0.0               # remote sensing is orientation-free; the papers use hflip only
+    drop_empty: bool = True          # mmdet filter_empty_gt for training
+    name: str | None = None          # dataset name used in error messages (e.g. "DIOR")
+
+
+@dataclass
+class DetectorSpec:
+    """A detector as ``models.detectors.build_detector`` takes it."""
+
+    arch: str
+    backbone: str
+    min_size: int = 800
+    max_size: int = 1333
+    fpn_channels: int = 256
+    anchor_factor: float = 1.0
+    box_head_dim: int = 1024
+    pretrained_backbone: str | None = None
+
+
+@dataclass
+class DetectorRun:
+    """Config of the ``detector`` recipe: train one detector with its own supervised loss."""
+
+    data: DetectionData
+    model: DetectorSpec
+    train: TrainConfig
+    eval_batch_size: int = 8
+
+
+def build_from_spec(spec: DetectorSpec, num_classes: int, **kwargs: Any) -> Detector:
+    """The detector a :class:`DetectorSpec` describes (``kwargs`` go to ``build_detector``)."""
+    return build_detector(spec.arch, spec.backbone, num_classes, min_size=spec.min_size, max_size=spec.max_size,
+                          fpn_channels=spec.fpn_channels, anchor_factor=spec.anchor_factor,
+                          box_head_dim=spec.box_head_dim, pretrained_backbone=spec.pretrained_backbone, **kwargs)
+
+
+def detection_splits(data: DetectionData) -> tuple[Any, Any]:
+    """(train set with flips, evaluation set) of a COCO-format dataset."""
+    from rskd_tutorial.data import CocoDetection
+    from rskd_tutorial.data.transforms import Compose, RandomHorizontalFlip, RandomVerticalFlip
+
+    flips = []
+    if data.hflip > 0:
+        flips.append(RandomHorizontalFlip(data.hflip))
+    if data.vflip > 0:
+        flips.append(RandomVerticalFlip(data.vflip))
+    train = CocoDetection(data.root, data.train_split, transforms=Compose(flips) if flips else None,
+                          drop_empty=data.drop_empty, name=data.name)
+    val = CocoDetection(data.root, data.val_split, name=data.name)
+    return train, val
+
+
+def _collate() -> Callable:
+    from rskd_tutorial.data import collate_detection
+
+    return collate_detection
+
+
+def train_detector(cfg: DetectorRun, out_dir: Path, resume: bool = False, *, progress: bool = True) -> dict[str, float]:
+    """The ``detector`` recipe: train, evaluate on the validation split each ``eval_every`` epochs."""
+    train_set, val_set = detection_splits(cfg.data)
+    model = build_from_spec(cfg.model, train_set.num_classes)
+    result = fit(model, train_set, cfg.train, out_dir, collate_fn=_collate(), resume=resume, progress=progress,
+                 evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
+    return result.final_metrics
+
+
+def evaluate_detector(cfg: DetectorRun, checkpoint: Path) -> dict[str, float]:
+    """COCO metrics of a checkpoint on the config's validation split."""
+    _, val_set = detection_splits(cfg.data)
+    model = build_from_spec(cfg.model, val_set.num_classes)
+    load_weights(model, checkpoint)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return evaluate_detection(model, val_set, batch_size=cfg.eval_batch_size)
+
+
+register(Recipe("detector", DetectorRun, train_detector, evaluate_detector,
+                "train one detector (a teacher, or a student without distillation)"))
+
+
+# ----------------------------------------------------------------------------------------------
+# tutorial scale
+# ----------------------------------------------------------------------------------------------
+
+def synthetic_root(kind: str, profile: Any, seed: int = 0) -> Path:
+    """Write (or reuse) the profile's synthetic scenes of ``kind`` under the cache folder; return the root."""
+    from rskd_tutorial.data.synthetic import write_scenes
+
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
+    scale = profile.detection if kind != "rgbir" else profile.crossmodal
+    n_train = scale.train_images if kind != "rgbir" else scale.train_pairs
+    n_val = scale.val_images if kind != "rgbir" else scale.val_pairs
+    root = cache_dir() / "data" / f"{kind}-{profile.name}-s{seed}"
+    return Path(write_scenes(kind, root, n_train=n_train, n_val=n_val, size=scale.image_size, seed=seed))
+
+
+def tutorial_spec(profile: Any, arch: str, role: str) -> DetectorSpec:
+    """The detector of a chapter at the profile's scale; ``role`` is ``teacher`` or ``student``."""
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
+    d = profile.detection
+    backbone = d.teacher_backbone if role == "teacher" else d.student_backbone
+    return DetectorSpec(arch=arch, backbone=backbone, min_size=d.image_size, max_size=d.image_size,
+                        fpn_channels=d.fpn_channels, anchor_factor=d.anchor_factor,
+                        box_head_dim=min(1024, 4 * d.fpn_channels))
+
+
+def tutorial_train_config(profile: Any, arch: str, role: str, seed: int = 0, **overrides: Any) -> TrainConfig:
+    """SGD with warm-up and steps at 2/3 and 11/12 of the schedule (the papers' 16 and 22 of 24)."""
+    d = profile.detection
+    epochs = d.teacher_epochs if role == "teacher" else d.student_epochs
+    lr = d.lr_retinanet if arch == "retinanet" else d.lr_faster_rcnn
+    milestones = tuple(sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 11 / 12))} - {epochs}))
+    kwargs: dict[str, Any] = dict(epochs=epochs, lr=lr, batch_size=d.batch_size, milestones=milestones,
+                                  warmup_iters=d.warmup_iters, grad_clip=10.0, num_workers=profile.num_workers,
+                                  seed=seed, eval_every=epochs)
+    kwargs.update(overrides)
+    return TrainConfig(**kwargs)
+
+
+@dataclass
+class TutorialRun:
+    """A trained (or cache-loaded) model of a chapter with its run folder and validation metrics."""
+
+    model: nn.Module
+    run_dir: Path
+    metrics: dict[str, float]
+    loaded_from_cache: bool
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: int) -> dict[str, float]:
+    """Validation metrics, stored beside the weights so a cache hit does not re-evaluate."""
+    path = run_dir / "eval.json"
+    weights = run_dir / "final.pt"
+    if path.is_file() and weights.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+        return json.loads(path.read_text())
+    metrics = evaluate_detection(model, val_set, batch_size=batch_size)
+    path.write_text(json.dumps(metrics))
+    return metrics
+
+
+def _seconds(run_dir: Path) -> float:
+    from rskd_tutorial.engine import read_metrics
+
+    return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
+
+
+def tutorial_teacher(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",
+                     progress: bool = False, verbose: bool = True, **train_overrides: Any) -> TutorialRun:
+    """Train the chapter's teacher (or a student without KD, ``role="student"``) on synthetic
+    ``kind`` scenes, or load it from the cache; evaluate it on the validation split."""
+    root = synthetic_root(kind, profile, seed=0)
+    train_set, val_set = detection_splits(DetectionData(root=str(root)))
+    spec = tutorial_spec(profile, arch, role)
+    cfg = tutorial_train_config(profile, arch, role, seed, **train_overrides)
+    device = profile.device
+    model = build_from_spec(spec, train_set.num_classes).to(device)
+    key = run_key(f"{kind}-{arch}-{spec.backbone}-{role}", profile=profile.name, seed=seed,
+                  config={"spec": asdict(spec), "train": asdict(cfg), "data": str(root.name)})
+
+    def train(run_dir: Path) -> None:
+        fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
+            progress=progress, verbose=verbose)
+
+    model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
+    model.to(device).eval()
+    metrics = _evaluate_cached(run_dir, model, val_set, batch_size=cfg.batch_size)
+    return TutorialRun(model, run_dir, metrics, loaded, _seconds(run_dir))
+
+
+def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
+                    make_losses: Callable[[nn.Module, nn.Module], Mapping[str, nn.Module]],
+                    weights: Mapping[str, float], *, kind: str = "optical", seed: int = 0,
+                    key_config: Mapping[str, Any] | None = None,
+                    init_student: Callable[[nn.Module, nn.Module], None] | None = None,
+                    progress: bool = False, verbose: bool = True, **train_overrides: Any) -> TutorialRun:
+    """Distil a student of the chapter's scale from a trained ``teacher`` (cached by ``name``,
+    profile, seed, weights and ``key_config``).
+
+    ``make_losses(student, teacher)`` builds the KD terms (they may hold trainable adapters or
+    frozen teacher heads); ``init_student(student, teacher)`` may copy teacher weights first (DIPKD's
+    ``init_student``). Returns the trained student (not the Distiller) with its metrics.
+    """
+    from rskd_tutorial.distill import Distiller
+
+    root = synthetic_root(kind, profile, seed=0)
+    train_set, val_set = detection_splits(DetectionData(root=str(root)))
+    spec = tutorial_spec(profile, arch, "student")
+    cfg = tutorial_train_config(profile, arch, "student", seed, **train_overrides)
+    device = profile.device
+    teacher = teacher.to(device)
+    student = build_from_spec(spec, train_set.num_classes).to(device)
+    if init_student is not None:
+        init_student(student, teacher)
+    distiller = Distiller(student, teacher, make_losses(student, teacher), weights).to(device)
+    key = run_key(f"{kind}-{arch}-{spec.backbone}-{name}", profile=profile.name, seed=seed,
+                  config={"spec": asdict(spec), "train": asdict(cfg), "weights": dict(weights),
+                          "extra": dict(key_config or {}), "data": str(root.name)})
+
+    def train(run_dir: Path) -> None:
+        fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
+            progress=progress, verbose=verbose)
+
+    distiller, run_dir, loaded = train_or_load(distiller, key, train, verbose=verbose)
+    student.eval()
+    metrics = _evaluate_cached(run_dir, student, val_set, batch_size=cfg.batch_size)
+    return TutorialRun(student, run_dir, metrics, loaded, _seconds(run_dir), extra={"distiller": distiller})

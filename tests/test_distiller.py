@@ -103,3 +103,17 @@ def test_every_baseline_trains_a_student_through_fit(arch, tmp_path: Path):
         assert not torch.equal(before, student.net.backbone.body.conv1.weight), name
         rec = [r for r in read_metrics(tmp_path / name) if r["kind"] == "train"]
         assert all(torch.isfinite(torch.tensor(r[f"kd_{name}"])) and r[f"kd_{name}"] != 0 for r in rec), name
+
+
+def test_state_dict_leaves_out_frozen_teacher_and_reloads_strictly():
+    student, teacher = _pair()
+    d = Distiller(student, teacher, {"fitnet": FitNetLoss(_levels(student), 16, 16)}, {"fitnet": 1.0})
+    state = d.state_dict()
+    assert not any(k.startswith("teacher.") for k in state)
+    assert any(k.startswith("student.") for k in state) and any(k.startswith("kd_losses.fitnet.") for k in state)
+    fresh_student, _ = _pair()
+    d2 = Distiller(fresh_student, teacher, {"fitnet": FitNetLoss(_levels(student), 16, 16)}, {"fitnet": 1.0})
+    d2.load_state_dict(state)
+    assert torch.equal(fresh_student.net.backbone.body.conv1.weight, student.net.backbone.body.conv1.weight)
+    with pytest.raises(RuntimeError, match="missing"):
+        d2.load_state_dict({k: v for k, v in state.items() if not k.startswith("kd_losses")})

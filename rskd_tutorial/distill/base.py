@@ -81,6 +81,29 @@ class Distiller(nn.Module):
         self.teacher_input = teacher_input
         self._checked = not check_first_step
 
+    def _frozen_prefixes(self) -> tuple[str, ...]:
+        return tuple(f"{name}." for name, m in self.named_modules() if name and is_frozen(m))
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Student and trainable KD modules only: the frozen teacher (and frozen heads inside losses)
+        are rebuilt from their own checkpoints, so checkpoints stay student-sized."""
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        frozen = tuple(prefix + p for p in self._frozen_prefixes())
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(frozen))
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
+        """Load a :meth:`state_dict` (frozen modules keep their weights); ``strict`` checks the
+        student and KD keys."""
+        frozen = self._frozen_prefixes()
+        state = {k: v for k, v in state_dict.items() if not k.startswith(frozen)}
+        result = super().load_state_dict(state, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(frozen)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Distiller state does not match: missing {missing[:5]}, "
+                               f"unexpected {result.unexpected_keys[:5]}")
+        return result
+
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         for m in self.modules():

@@ -339,6 +339,7 @@ def fit(
     verbose: bool = True,
     params: Sequence[nn.Parameter] | Sequence[dict] | None = None,
     max_steps: int | None = None,
+    keep_checkpoint: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train_set`` and return a :class:`FitResult`.
 
@@ -355,6 +356,8 @@ def fit(
         progress: show a tqdm bar (rank 0 only). ``verbose``: print one line per epoch.
         params: what to optimise (default: every parameter with ``requires_grad``).
         max_steps: stop after this many optimisation steps in total (tests, benchmarks).
+        keep_checkpoint: keep ``checkpoint.pt`` (the resumable state, optimizer included) once training
+            has finished; ``False`` leaves only ``final.pt`` (tutorial runs, to save disk).
     """
     out_dir = Path(out_dir)
     rank, local_rank, world = distributed_env()
@@ -502,6 +505,8 @@ def fit(
         if main:
             atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "config": asdict(config)},
                         out_dir / FINAL_WEIGHTS)
+            if not keep_checkpoint:
+                ckpt_path.unlink(missing_ok=True)
     finally:
         log.close()
     return FitResult(out_dir=out_dir, epochs_run=len(history), history=history, final_metrics=final_metrics,

@@ -29,6 +29,11 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def _is_frozen_key(model: nn.Module, key: str) -> bool:
+    prefixes = tuple(f"{n}." for n, m in model.named_modules() if n and is_frozen(m))
+    return bool(prefixes) and key.startswith(prefixes)
+
+
 def load_state_strict(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
     """Load weights into ``model`` strictly: any missing or unexpected key is an error that lists them.
 
@@ -42,9 +47,9 @@ def load_state_strict(model: nn.Module, source: str | os.PathLike | Mapping[str,
             raise FileNotFoundError(f"checkpoint not found: {where}")
         source = torch.load(where, map_location="cpu", weights_only=True)
     state = source.get("model", source) if isinstance(source.get("model", None), Mapping) else source
-    own = model.state_dict()
+    own = model.state_dict()   # a Distiller leaves its frozen teacher out of both sides
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [k for k in state if k not in own and not _is_frozen_key(model, k)]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                   if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or mismatched:

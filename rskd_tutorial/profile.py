@@ -79,8 +79,9 @@ class CrossModalScale:
     distill_epochs: int              # stage A: feature distillation RGB -> IR
     finetune_epochs: int             # stage B: IR detection fine-tuning
     batch_size: int
-    lr: float                        # AdamW peak LR of the teacher and of stage B
+    lr: float                        # AdamW peak LR of the teacher (trained from scratch)
     distill_lr: float                # AdamW peak LR of stage A
+    finetune_lr: float               # AdamW peak LR of stage B
     warmup_iters: int
     sweep_cutoffs: tuple[float, ...]  # stage-A cutoff sweep (cycles per token)
     sweep_weights: tuple[float, ...]  # stage-A high-band weight sweep
@@ -133,12 +134,14 @@ _PROFILES: dict[str, Profile] = {
         saliency=SaliencyScale(
             resolutions=(64, 32, 16), eval_size=64, train_images=8, test_images=4,
             backbone="resnet18", teacher_epochs=1, student_epochs=1, batch_size=4, lr=1e-3,
+            channels=16, transformer_backbone="pvt_v2_b0", warmup_iters=0,
         ),
         crossmodal=CrossModalScale(
             image_size=64, train_pairs=8, val_pairs=4, study_pairs=8,
             teacher_vit="vit_tiny_patch16_224", student_vit="vit_tiny_patch16_224", vit_depth=2,
-            pyramid_channels=16, anchor_factor=0.5, teacher_epochs=1, distill_epochs=1, finetune_epochs=1,
-            batch_size=4, lr=1e-3, distill_lr=1e-4, warmup_iters=1, sweep_cutoffs=(0.25,), sweep_weights=(0.1,),
+            pyramid_channels=16, anchor_factor=0.25, teacher_epochs=1, distill_epochs=1, finetune_epochs=1,
+            batch_size=4, lr=1e-3, distill_lr=1e-4, finetune_lr=3e-4, warmup_iters=1,
+            sweep_cutoffs=(0.25,), sweep_weights=(0.1,),
         ),
         notes="code path only: numbers in this profile mean nothing",
     ),
@@ -147,20 +150,21 @@ _PROFILES: dict[str, Profile] = {
         seeds=(0, 1),
         num_workers=2,
         detection=DetectionScale(
-            image_size=192, train_images=320, val_images=80,
+            image_size=128, train_images=256, val_images=64,
             teacher_backbone="resnet50", student_backbone="resnet18", fpn_channels=64,
-            anchor_factor=0.5, teacher_epochs=12, student_epochs=6, batch_size=8,
+            anchor_factor=0.5, teacher_epochs=10, student_epochs=6, batch_size=8,
             lr_retinanet=0.01, lr_faster_rcnn=0.02, warmup_iters=50,
         ),
         saliency=SaliencyScale(
-            resolutions=(224, 112, 56), eval_size=224, train_images=240, test_images=60,
-            backbone="resnet18", teacher_epochs=8, student_epochs=6, batch_size=8, lr=1e-3,
+            resolutions=(128, 64, 32), eval_size=128, train_images=160, test_images=48,
+            backbone="resnet18", teacher_epochs=5, student_epochs=4, batch_size=8, lr=1e-3,
+            channels=32, transformer_backbone="pvt_v2_b0", warmup_iters=20,
         ),
         crossmodal=CrossModalScale(
-            image_size=128, train_pairs=192, val_pairs=64, study_pairs=128,
+            image_size=160, train_pairs=256, val_pairs=64, study_pairs=128,
             teacher_vit="vit_tiny_patch16_224", student_vit="vit_tiny_patch16_224", vit_depth=6,
-            pyramid_channels=64, anchor_factor=0.5, teacher_epochs=12, distill_epochs=3, finetune_epochs=4,
-            batch_size=16, lr=1e-3, distill_lr=2e-4, warmup_iters=20,
+            pyramid_channels=32, anchor_factor=0.3, teacher_epochs=30, distill_epochs=3, finetune_epochs=6,
+            batch_size=16, lr=1e-3, distill_lr=2e-4, finetune_lr=3e-4, warmup_iters=50,
             sweep_cutoffs=(0.125, 0.25), sweep_weights=(0.1, 1.0),
         ),
         notes="15 min a chapter on 2 CPU cores",
@@ -176,15 +180,16 @@ _PROFILES: dict[str, Profile] = {
             lr_retinanet=0.01, lr_faster_rcnn=0.02, warmup_iters=200,
         ),
         saliency=SaliencyScale(
-            resolutions=(448, 224, 112), eval_size=448, train_images=1400, test_images=300,
-            backbone="resnet50", teacher_epochs=30, student_epochs=20, batch_size=16, lr=5e-4,
+            resolutions=(448, 224, 112), eval_size=448, train_images=1000, test_images=200,
+            backbone="resnet50", teacher_epochs=15, student_epochs=12, batch_size=16, lr=5e-4,
+            channels=128, transformer_backbone="pvt_v2_b1", warmup_iters=100,
         ),
         crossmodal=CrossModalScale(
             image_size=224, train_pairs=2000, val_pairs=300, study_pairs=500,
             teacher_vit="vit_small_patch14_dinov2", student_vit="vit_small_patch14_dinov2", vit_depth=None,
-            pyramid_channels=128, anchor_factor=0.5, teacher_epochs=20, distill_epochs=6, finetune_epochs=8,
-            batch_size=32, lr=5e-4, distill_lr=1e-4, warmup_iters=100,
-            sweep_cutoffs=(0.125, 0.25, 0.375), sweep_weights=(0.03, 0.1, 1.0),
+            pyramid_channels=128, anchor_factor=0.5, teacher_epochs=20, distill_epochs=4, finetune_epochs=8,
+            batch_size=32, lr=5e-4, distill_lr=1e-4, finetune_lr=2e-4, warmup_iters=100,
+            sweep_cutoffs=(0.125, 0.25, 0.375), sweep_weights=(0.1, 1.0),
         ),
         notes="10 min a chapter on one H100",
     ),

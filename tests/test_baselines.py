@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rskd_tutorial.distill.baselines import (ATLoss, CWDLoss, FGDLoss, FitNetLoss, LogitKDLoss, MGDLoss, PKDLoss,
-                                             attention_map, pearson_normalize)
+                                             attention_map, channel_log_distribution, pearson_normalize)
 from rskd_tutorial.models.outputs import ModelOutput
 
 
@@ -52,6 +52,15 @@ def test_cwd_hand_case():
     assert float(CWDLoss(["p3"], 1, 1, tau=2.0)(out(t), out(t))) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_cwd_channel_distribution_hand_case():
+    f = torch.zeros(1, 2, 1, 2)
+    f[0, 1, 0, 0] = math.log(3.0)                                        # channel 1: softmax (3/4, 1/4)
+    p = channel_log_distribution(f).exp()
+    assert p.shape == (1, 2, 2)
+    assert torch.allclose(p[0], torch.tensor([[0.5, 0.5], [0.75, 0.25]]))
+    assert torch.allclose(channel_log_distribution(2 * f, tau=2.0), channel_log_distribution(f))
+
+
 def test_fgd_focal_terms_on_hand_layout():
     loss = FGDLoss(["p3"], channels=1, tau=0.5, alpha=1.0, beta=1.0, gamma=1.0, lam=0.0)
     s, t = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
@@ -73,6 +82,14 @@ def test_mgd_with_zero_generator_regresses_teacher_energy():
     assert float(loss(out(torch.randn(1, 1, 2, 2)), out(t))) == pytest.approx(16.0)
     with pytest.raises(ValueError, match="mask_ratio"):
         MGDLoss(["p3"], 1, 1, mask_ratio=1.0)
+
+
+def test_mgd_random_mask_shape_and_ratio():
+    torch.manual_seed(0)
+    keep = MGDLoss(["p3"], 1, 1, mask_ratio=0.65).random_mask(2, 100, 100)
+    assert keep.shape == (2, 1, 100, 100) and keep.dtype == torch.bool
+    assert abs(1.0 - keep.float().mean().item() - 0.65) < 0.01          # 20,000 draws: std ~0.003
+    assert bool(MGDLoss(["p3"], 1, 1, mask_ratio=0.0).random_mask(1, 3, 3).all())
 
 
 def test_pkd_invariant_to_affine_and_anticorrelated_case():

@@ -35,3 +35,33 @@ from rskd_tutorial.distill.ds2d2 import (  # noqa: E402
 
 __all__ += ["DS2D2ExplicitLoss", "DS2D2FasterRCNNImplicitLoss", "DS2D2RetinaNetImplicitLoss", "DS2D2Weights",
             "disw", "ds2d2_losses"]
+
+# SCRKD (chapter 5)
+from rskd_tutorial.distill.scrkd import (  # noqa: E402
+    DSDLoss,
+    MultiScaleFeatureDistillation,
+    MVCDLoss,
+    SCRKDCoefficients,
+    dsd_loss,
+    hcl_loss,
+    mvcd_loss,
+    scrkd_losses,
+    sod_loss,
+    stage_matching,
+)
+
+__all__ += ["DSDLoss", "MVCDLoss", "MultiScaleFeatureDistillation", "SCRKDCoefficients", "dsd_loss", "hcl_loss",
+            "mvcd_loss", "scrkd_losses", "sod_loss", "stage_matching"]
+
+# DIPKD (chapter 3)
+from rskd_tutorial.distill.dipkd import (  # noqa: E402
+    DIPKDConfig,
+    DIPKDLoss,
+    ReverseInformationTransfer,
+    SelectiveNoiseSuppression,
+    dipkd_loss,
+    kld_masks,
+)
+
+__all__ += ["DIPKDConfig", "DIPKDLoss", "ReverseInformationTransfer", "SelectiveNoiseSuppression", "dipkd_loss",
+            "kld_masks"]

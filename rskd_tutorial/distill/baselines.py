@@ -106,6 +106,12 @@ class ATLoss(nn.Module):
         return total
 
 
+def channel_log_distribution(feat: Tensor, tau: float = 1.0) -> Tensor:
+    """CWD's ``phi`` (Shu et al. 2021, Eq. 2) in log space: each channel of ``feat / tau`` as a
+    distribution over its H*W positions, ``log softmax`` -> ``[N, C, H*W]`` in float32."""
+    return torch.log_softmax(feat.float().flatten(2) / tau, dim=2)
+
+
 class CWDLoss(nn.Module):
     """Channel-wise distillation (Shu et al. 2021, Eq. 3): each channel becomes a distribution over
     positions, ``phi(y_c) = softmax(y_c / tau)``, and
@@ -123,10 +129,9 @@ class CWDLoss(nn.Module):
     def forward(self, s_out: ModelOutput, t_out: ModelOutput, targets: Any = None) -> Tensor:
         total = 0.0
         for lv, s, t in paired_features(s_out, t_out, self.levels):
-            s = self.adapters[lv](s).float().flatten(2) / self.tau       # [N, C, HW]
-            t = t.float().flatten(2) / self.tau
-            p_t = torch.softmax(t, dim=2)
-            kl = (p_t * (torch.log_softmax(t, dim=2) - torch.log_softmax(s, dim=2))).sum(dim=2)
+            log_s = channel_log_distribution(self.adapters[lv](s), self.tau)    # [N, C, HW]
+            log_t = channel_log_distribution(t, self.tau)
+            kl = (log_t.exp() * (log_t - log_s)).sum(dim=2)                     # KL(phi_T || phi_S)
             total = total + self.tau ** 2 * kl.mean()
         return total
 
@@ -212,12 +217,17 @@ class MGDLoss(nn.Module):
             for lv in self.levels
         })
 
+    def random_mask(self, n: int, h: int, w: int, device: torch.device | str | None = None) -> Tensor:
+        """MGD's random mask (Eq. 2), ``[n, 1, h, w]`` bool: a position is kept (True) unless its
+        uniform draw falls below ``mask_ratio``; one mask per image, shared by all channels."""
+        return torch.rand(n, 1, h, w, device=device) >= self.mask_ratio
+
     def forward(self, s_out: ModelOutput, t_out: ModelOutput, targets: Any = None) -> Tensor:
         total = 0.0
         for lv, s, t in paired_features(s_out, t_out, self.levels):
             s = self.adapters[lv](s)
             n, _, h, w = s.shape
-            keep = (torch.rand(n, 1, h, w, device=s.device) >= self.mask_ratio).to(s.dtype)
+            keep = self.random_mask(n, h, w, s.device).to(s.dtype)
             total = total + (self.generators[lv](s * keep).float() - t.float()).pow(2).sum() / n
         return self.alpha * total
 

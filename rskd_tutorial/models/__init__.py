@@ -18,3 +18,12 @@ from rskd_tutorial.models.vit import (  # noqa: E402
 
 __all__ += ["FeatureModel", "ResNetTrunk", "SimpleFeaturePyramid", "ViTTrunk", "build_vit_detector", "create_vit",
             "load_vit_weights"]
+
+# salient-object-detection nets (chapter 5)
+from rskd_tutorial.models.saliency import (  # noqa: E402
+    SaliencyPSPNet,
+    SaliencyTransformer,
+    build_saliency_model,
+)
+
+__all__ += ["SaliencyPSPNet", "SaliencyTransformer", "build_saliency_model"]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, train_or_load
+from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything, train_or_load
 from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
 from rskd_tutorial.recipes.registry import Recipe, register
@@ -124,8 +124,9 @@ register(Recipe("detector", DetectorRun, train_detector, evaluate_detector,
 # tutorial scale
 # ----------------------------------------------------------------------------------------------
 
-def synthetic_root(kind: str, profile: Any, seed: int = 0) -> Path:
-    """Write (or reuse) the profile's synthetic scenes of ``kind`` under the cache folder; return the root."""
+def synthetic_root(kind: str, profile: Any, seed: int = 0, *, progress: bool = True) -> Path:
+    """Write (or reuse) the profile's synthetic scenes of ``kind`` under the cache folder; return the root
+    (``progress``: show a bar while writing)."""
     from rskd_tutorial.data.synthetic import write_scenes
 
     if kind not in SYNTHETIC_KINDS:
@@ -134,7 +135,8 @@ def synthetic_root(kind: str, profile: Any, seed: int = 0) -> Path:
     n_train = scale.train_images if kind != "rgbir" else scale.train_pairs
     n_val = scale.val_images if kind != "rgbir" else scale.val_pairs
     root = cache_dir() / "data" / f"{kind}-{profile.name}-s{seed}"
-    return Path(write_scenes(kind, root, n_train=n_train, n_val=n_val, size=scale.image_size, seed=seed))
+    return Path(write_scenes(kind, root, n_train=n_train, n_val=n_val, size=scale.image_size, seed=seed,
+                             progress=progress))
 
 
 def tutorial_spec(profile: Any, arch: str, role: str) -> DetectorSpec:
@@ -184,7 +186,8 @@ def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: 
     return metrics
 
 
-def _seconds(run_dir: Path) -> float:
+def run_seconds(run_dir: Path) -> float:
+    """Training wall time of a run folder (sum of its epochs), also for runs loaded from the cache."""
     from rskd_tutorial.engine import read_metrics
 
     return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
@@ -194,23 +197,24 @@ def tutorial_teacher(profile: Any, arch: str, kind: str = "optical", seed: int =
                      progress: bool = False, verbose: bool = True, **train_overrides: Any) -> TutorialRun:
     """Train the chapter's teacher (or a student without KD, ``role="student"``) on synthetic
     ``kind`` scenes, or load it from the cache; evaluate it on the validation split."""
-    root = synthetic_root(kind, profile, seed=0)
+    root = synthetic_root(kind, profile, seed=0, progress=progress)
     train_set, val_set = detection_splits(DetectionData(root=str(root)))
     spec = tutorial_spec(profile, arch, role)
     cfg = tutorial_train_config(profile, arch, role, seed, **train_overrides)
     device = profile.device
+    seed_everything(seed)  # the initial weights depend on the seed only, not on what ran before
     model = build_from_spec(spec, train_set.num_classes).to(device)
     key = run_key(f"{kind}-{arch}-{spec.backbone}-{role}", profile=profile.name, seed=seed,
                   config={"spec": asdict(spec), "train": asdict(cfg), "data": str(root.name)})
 
     def train(run_dir: Path) -> None:
         fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
-            progress=progress, verbose=verbose)
+            progress=progress, verbose=verbose, keep_checkpoint=False)
 
     model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
     model.to(device).eval()
     metrics = _evaluate_cached(run_dir, model, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(model, run_dir, metrics, loaded, _seconds(run_dir))
+    return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir))
 
 
 def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
@@ -228,12 +232,13 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
     """
     from rskd_tutorial.distill import Distiller
 
-    root = synthetic_root(kind, profile, seed=0)
+    root = synthetic_root(kind, profile, seed=0, progress=progress)
     train_set, val_set = detection_splits(DetectionData(root=str(root)))
     spec = tutorial_spec(profile, arch, "student")
     cfg = tutorial_train_config(profile, arch, "student", seed, **train_overrides)
     device = profile.device
     teacher = teacher.to(device)
+    seed_everything(seed)  # same initial student as tutorial_teacher(role="student") with this seed
     student = build_from_spec(spec, train_set.num_classes).to(device)
     if init_student is not None:
         init_student(student, teacher)
@@ -244,9 +249,12 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
 
     def train(run_dir: Path) -> None:
         fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
-            progress=progress, verbose=verbose)
+            progress=progress, verbose=verbose, keep_checkpoint=False)
 
     distiller, run_dir, loaded = train_or_load(distiller, key, train, verbose=verbose)
     student.eval()
     metrics = _evaluate_cached(run_dir, student, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(student, run_dir, metrics, loaded, _seconds(run_dir), extra={"distiller": distiller})
+    return TutorialRun(student, run_dir, metrics, loaded, run_seconds(run_dir), extra={"distiller": distiller})
+
+
+_seconds = run_seconds  # transitional alias while method recipes move to the public name

@@ -33,7 +33,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_wavelets import DWTForward, DWTInverse
+
+with warnings.catch_warnings():  # pytorch-wavelets 1.3 imports the deprecated pkg_resources
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from pytorch_wavelets import DWTForward, DWTInverse
 
 from ._common import as_4d, compute_dtype, no_autocast, output_dtype
 

@@ -1,0 +1,79 @@
+"""Baseline KD methods for detectors, built one way for every chapter, the bench and the comparison.
+
+``baseline_losses(method, student, teacher)`` returns the KD terms of a baseline row (FitNet, AT,
+CWD, FGD, MGD, PKD, logit KD) on the student's FPN levels, with each method's published defaults;
+``baseline_student(...)`` distils a tutorial-scale student with it. Chapters 0, 2, 3 and 6 and
+``rskd bench`` call these, so a "FitNet" row means the same thing everywhere.
+
+Default weights are the outer weight of the single KD term (1.0): FGD and MGD carry their official
+inner coefficients (:data:`FGD_WEIGHTS`, MGD's alpha 2e-5), whose scale assumes their summed
+reductions; the others are means. Chapter 0 logs raw and weighted magnitudes of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from rskd_tutorial.distill.baselines import (ATLoss, CWDLoss, FGDLoss, FitNetLoss, LogitKDLoss, MGDLoss,
+                                             PKDLoss)
+
+BASELINES = ("fitnet", "at", "cwd", "fgd", "mgd", "pkd", "logit")
+# FGD's official detection configs (Yang et al. 2022): Faster R-CNN and RetinaNet weights differ
+FGD_WEIGHTS = {"faster_rcnn": dict(alpha=5e-5, beta=2.5e-5, gamma=5e-5, lam=5e-7),
+               "retinanet": dict(alpha=1e-3, beta=5e-4, gamma=5e-4, lam=5e-6)}
+
+
+def fpn_channels(detector: nn.Module) -> int:
+    """Width of a detector's FPN maps."""
+    return int(detector.net.backbone.out_channels)
+
+
+def baseline_losses(method: str, student: nn.Module, teacher: nn.Module, *,
+                    levels: Sequence[str] | None = None, **options: Any) -> dict[str, nn.Module]:
+    """``{method: loss}`` for one baseline row, on ``levels`` (default: every FPN level of the student).
+
+    ``options`` go to the loss (e.g. ``tau`` for CWD, ``mask_ratio`` for MGD, FGD's ``alpha``...).
+    ``logit`` needs a RetinaNet teacher (its frozen classification head is run on the teacher's taps).
+    """
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
+    lv = list(levels) if levels is not None else list(student.levels)
+    cs, ct = fpn_channels(student), fpn_channels(teacher)
+    if method == "fitnet":
+        loss: nn.Module = FitNetLoss(lv, cs, ct)
+    elif method == "at":
+        loss = ATLoss(lv, **options)
+    elif method == "cwd":
+        loss = CWDLoss(lv, cs, ct, **options)
+    elif method == "fgd":
+        loss = FGDLoss(lv, ct, **{**FGD_WEIGHTS[student.arch], **options})
+    elif method == "mgd":
+        loss = MGDLoss(lv, cs, ct, **options)
+    elif method == "pkd":
+        loss = PKDLoss(lv)
+    else:
+        if getattr(teacher, "arch", None) != "retinanet":
+            raise ValueError("logit KD is defined here for RetinaNet's sigmoid classifier only")
+        loss = LogitKDLoss(teacher.net.head, **options)
+    return {method: loss}
+
+
+def baseline_student(profile: Any, arch: str, teacher: Any, method: str, *, kind: str = "optical", seed: int = 0,
+                     levels: Sequence[str] | None = None, weight: float = 1.0, options: dict | None = None,
+                     **kwargs: Any) -> Any:
+    """A baseline row at tutorial scale: ``recipes.detection.distill_student`` with
+    :func:`baseline_losses` (cached by method, levels, weight, options and the teacher's run)."""
+    from rskd_tutorial.recipes.detection import distill_student
+
+    opts = dict(options or {})
+
+    def make(student: nn.Module, t: nn.Module) -> dict[str, nn.Module]:
+        return baseline_losses(method, student, t, levels=levels, **opts)
+
+    key = {"teacher": str(teacher.run_dir), "levels": list(levels) if levels else None, "options": opts,
+           "fgd": FGD_WEIGHTS[arch] if method == "fgd" else None}
+    return distill_student(profile, arch, teacher.model, method, make, {method: weight}, kind=kind, seed=seed,
+                           key_config=key, **kwargs)

@@ -14,7 +14,7 @@ from helpers_detection import tiny_detector
 from rskd_tutorial.cli import main
 from rskd_tutorial.distill.dipkd import DIPKDConfig
 from rskd_tutorial.recipes.dipkd import (
-    BACKBONE_PREFIX, STUDENT_WEIGHTS, DIPKDRun, baseline_losses, init_student_from_teacher,
+    BACKBONE_PREFIX, STUDENT_WEIGHTS, DIPKDRun, init_student_from_teacher, tutorial_baseline,
 )
 from rskd_tutorial.recipes.registry import load_config
 
@@ -73,11 +73,17 @@ def test_init_student_copies_neck_and_heads_and_skips_mismatched_shapes(arch):
     assert any(".fpn.layer_blocks." in k for k in report["copied"])
 
 
-def test_baseline_rows_use_dipkds_levels():
-    assert baseline_losses("fgd", "faster_rcnn", 16)["fgd"].levels == ["p2", "p3", "p4", "p5"]
-    assert baseline_losses("mgd", "retinanet", 16)["mgd"].levels == ["p3", "p4", "p5", "p6"]
+def test_baseline_rows_use_dipkds_levels(monkeypatch):
+    import rskd_tutorial.recipes.methods as methods
+
+    seen: dict = {}
+    monkeypatch.setattr(methods, "baseline_student", lambda *a, **k: seen.update(k, args=a) or "row")
+    assert tutorial_baseline("P", "faster_rcnn", "T", "fgd") == "row"
+    assert seen["levels"] == ["p2", "p3", "p4", "p5"] and seen["args"][3] == "fgd" and seen["kind"] == "sar"
+    tutorial_baseline("P", "retinanet", "T", "mgd")
+    assert seen["levels"] == ["p3", "p4", "p5", "p6"]
     with pytest.raises(ValueError, match="method"):
-        baseline_losses("cwd", "retinanet", 16)
+        tutorial_baseline("P", "retinanet", "T", "cwd")
 
 
 def _write(path: Path, data: dict) -> Path:

@@ -256,5 +256,3 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
     metrics = _evaluate_cached(run_dir, student, val_set, batch_size=cfg.batch_size)
     return TutorialRun(student, run_dir, metrics, loaded, run_seconds(run_dir), extra={"distiller": distiller})
 
-
-_seconds = run_seconds  # transitional alias while method recipes move to the public name

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from rskd_tutorial.distill.base import Distiller
-from rskd_tutorial.distill.baselines import FGDLoss, FitNetLoss, MGDLoss
 from rskd_tutorial.distill.dipkd import DEFAULT_LEVELS, DIPKDConfig, dipkd_loss
 from rskd_tutorial.engine import evaluate_detection, fit
 from rskd_tutorial.engine.train import TrainConfig
@@ -137,10 +136,7 @@ register(Recipe("dipkd", DIPKDRun, train_dipkd, evaluate_dipkd,
 # tutorial scale
 # ----------------------------------------------------------------------------------------------
 
-BASELINES = ("fitnet", "fgd", "mgd")
-# FGD's official detection configs (Yang et al. 2022): Faster R-CNN and RetinaNet weights differ
-FGD_WEIGHTS = {"faster_rcnn": dict(alpha=5e-5, beta=2.5e-5, gamma=5e-5, lam=5e-7),
-               "retinanet": dict(alpha=1e-3, beta=5e-4, gamma=5e-4, lam=5e-6)}
+BASELINES = ("fitnet", "fgd", "mgd")   # chapter 3's comparison rows (recipes.methods builds them)
 
 
 def tutorial_dipkd(profile: Any, arch: str, teacher: TutorialRun, config: DIPKDConfig | None = None, *,
@@ -165,28 +161,13 @@ def tutorial_init_only(profile: Any, arch: str, teacher: TutorialRun, *, seed: i
                            init_student=init_student_from_teacher, **kwargs)
 
 
-def baseline_losses(method: str, arch: str, channels: int) -> dict[str, nn.Module]:
-    """The comparison rows' KD terms on DIPKD's levels: FitNet (weight 1), FGD (its official weights for
-    the architecture, :data:`FGD_WEIGHTS`), MGD (its detection defaults, alpha 2e-5, mask ratio 0.65)."""
-    levels = list(DEFAULT_LEVELS[arch])
-    if method == "fitnet":
-        return {"fitnet": FitNetLoss(levels, channels, channels)}
-    if method == "fgd":
-        return {"fgd": FGDLoss(levels, channels, tau=0.5, **FGD_WEIGHTS[arch])}
-    if method == "mgd":
-        return {"mgd": MGDLoss(levels, channels, channels)}
-    raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
-
-
 def tutorial_baseline(profile: Any, arch: str, teacher: TutorialRun, method: str, *, seed: int = 0,
                       kind: str = "sar", **kwargs: Any) -> TutorialRun:
-    """A comparison row of chapter 3 (FitNet, FGD or MGD; no ``init_student``), cached like DIPKD's."""
-    channels = profile.detection.fpn_channels
+    """A comparison row of chapter 3 (FitNet, FGD or MGD; no ``init_student``) on DIPKD's levels, built by
+    :func:`rskd_tutorial.recipes.methods.baseline_student` so it means what the other chapters' rows mean."""
+    from rskd_tutorial.recipes.methods import baseline_student
 
-    def make(student: nn.Module, t: nn.Module) -> dict[str, nn.Module]:
-        return baseline_losses(method, arch, channels)
-
-    weights = {method: 1.0} if method in BASELINES else baseline_losses(method, arch, channels)  # raises
-    key = {"teacher": str(teacher.run_dir), "fgd": FGD_WEIGHTS[arch] if method == "fgd" else None}
-    return distill_student(profile, arch, teacher.model, method, make, weights, kind=kind, seed=seed,
-                           key_config=key, **kwargs)
+    if method not in BASELINES:
+        raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+    return baseline_student(profile, arch, teacher, method, kind=kind, seed=seed,
+                            levels=list(DEFAULT_LEVELS[arch]), **kwargs)

@@ -39,7 +39,7 @@ from rskd_tutorial.engine.train import FitResult, TrainConfig, load_checkpoint
 from rskd_tutorial.models.detectors import Detector
 from rskd_tutorial.models.utils import freeze, is_frozen, load_state_strict
 from rskd_tutorial.recipes.detection import (
-    DetectionData, DetectorSpec, TutorialRun, _collate, _evaluate_cached, _seconds, build_from_spec,
+    DetectionData, DetectorSpec, TutorialRun, _collate, _evaluate_cached, run_seconds, build_from_spec,
     detection_splits, distill_student, synthetic_root, tutorial_spec, tutorial_train_config,
 )
 from rskd_tutorial.recipes.registry import Recipe, register
@@ -291,7 +291,7 @@ def tutorial_amplifier(profile: Any, arch: str, teacher: TutorialRun, seed: int 
     model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
     amp.to(device).eval()
     metrics = _evaluate_cached(run_dir, amp, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(amp, run_dir, metrics, loaded, _seconds(run_dir))
+    return TutorialRun(amp, run_dir, metrics, loaded, run_seconds(run_dir))
 
 
 def ds2d2_student(profile: Any, arch: str, teacher: TutorialRun, amplifier: TutorialRun | None, name: str,

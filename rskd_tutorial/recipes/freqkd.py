@@ -51,7 +51,7 @@ from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, tr
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, FitResult, TrainConfig, load_checkpoint, load_weights
 from rskd_tutorial.models.detectors import BACKBONES, Detector, build_detector
 from rskd_tutorial.models.vit import FeatureModel, ResNetTrunk, SimpleFeaturePyramid, ViTTrunk
-from rskd_tutorial.recipes.detection import TutorialRun, _evaluate_cached, synthetic_root
+from rskd_tutorial.recipes.detection import TutorialRun, _evaluate_cached, run_seconds, synthetic_root
 from rskd_tutorial.recipes.registry import Recipe, register
 from rskd_tutorial.spectral import band_divergence, bootstrap_ci, divergence_ratio
 
@@ -600,12 +600,6 @@ def tutorial_train_config(profile: Any, stage: str, seed: int = 0, **overrides: 
     return TrainConfig(**kwargs)
 
 
-def _run_seconds(run_dir: Path) -> float:
-    from rskd_tutorial.engine import read_metrics
-
-    return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
-
-
 def tutorial_teacher(profile: Any, seed: int = 0, *, progress: bool = False, verbose: bool = True) -> TutorialRun:
     """The chapter's RGB "foundation model": a ViT detector trained from scratch on the synthetic RGB
     frames (or loaded from the cache), evaluated on the RGB validation frames. Its trunk is
@@ -628,7 +622,7 @@ def tutorial_teacher(profile: Any, seed: int = 0, *, progress: bool = False, ver
     det, run_dir, loaded = train_or_load(det, key, train, verbose=verbose)
     det.to(device).eval()
     metrics = _evaluate_cached(run_dir, det, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(det, run_dir, metrics, loaded, _run_seconds(run_dir), extra={"key": key, "spec": spec})
+    return TutorialRun(det, run_dir, metrics, loaded, run_seconds(run_dir), extra={"key": key, "spec": spec})
 
 
 def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSpec | None, *, seed: int = 0,
@@ -681,7 +675,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
         from rskd_tutorial.engine import read_metrics
 
         last = [r for r in read_metrics(a_dir) if r.get("kind") == "epoch"][-1:]
-        extra.update(stage_a_dir=a_dir, stage_a_seconds=_run_seconds(a_dir),
+        extra.update(stage_a_dir=a_dir, stage_a_seconds=run_seconds(a_dir),
                      stage_a_loss={k.split(".")[-1]: v for k, v in (last[0] if last else {}).items()
                                    if k.startswith("kd_freqkd.")})
     train_set, val_set = ir_splits(PairedData(root=str(root)))
@@ -701,7 +695,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
     det, b_dir, loaded = train_or_load(det, key_b, train_b, verbose=verbose)
     det.eval()
     metrics = _evaluate_cached(b_dir, det, val_set, batch_size=cfg_b.batch_size)
-    return TutorialRun(det, b_dir, metrics, loaded, _run_seconds(b_dir) + extra["stage_a_seconds"], extra=extra)
+    return TutorialRun(det, b_dir, metrics, loaded, run_seconds(b_dir) + extra["stage_a_seconds"], extra=extra)
 
 
 def tutorial_divergence(profile: Any, trunk: nn.Module, **kwargs: Any) -> dict[str, Any]:

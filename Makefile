@@ -35,8 +35,7 @@ venv: $(VENV)/.installed-book $(VENV)/.installed-test
 execute: $(VENV)/.installed-book
 	@for nb in $(CHAPTERS); do \
 	  echo "executing $$nb (profile: $${PROFILE:-auto})"; \
-	  RSKD_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  RSKD_PROFILE=$(PROFILE) $(BIN)/jupyter execute --inplace --timeout=-1 $$nb || exit 1; \
 	done
 
 book: $(VENV)/.installed-book

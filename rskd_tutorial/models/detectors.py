@@ -211,8 +211,8 @@ class Detector(nn.Module):
 
 def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, min_size: int = 800, max_size: int = 1333,
                    fpn_channels: int = 256, anchor_factor: float = 1.0, box_head_dim: int = 1024,
-                   pretrained_backbone: str | os.PathLike | None = None,
-                   feature_transform: Callable[[Tensor], Tensor] | None = None) -> Detector:
+                   pretrained_backbone: str | os.PathLike | None = None, rois_per_image: int = 512,
+                   rpn_proposals: int = 1000, feature_transform: Callable[[Tensor], Tensor] | None = None) -> Detector:
     """Build a RetinaNet or Faster R-CNN on a ResNet-FPN backbone, as the papers configure them.
 
     Args:
@@ -228,6 +228,11 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
         anchor_factor: multiplies the papers' anchor sizes (1.0 = paper: RetinaNet 4 x stride with 3
             octave scales, RPN 8 x stride); tutorial scenes are smaller than DIOR's 800 px.
         box_head_dim: width of Faster R-CNN's two FC layers (paper: 1024).
+        rois_per_image: proposals sampled per image for Faster R-CNN's box head in training (paper: 512;
+            small tutorial scenes with a handful of objects need far fewer, and RoIAlign's backward
+            dominates a CPU step).
+        rpn_proposals: proposals kept after the RPN's NMS per image (paper: 1000; twice as many before it
+            in training).
         pretrained_backbone: path of a torchvision ImageNet checkpoint for the ResNet, or ``None``
             (train from scratch; nothing is ever downloaded).
         feature_transform: applied to every FPN level before the heads (DS2D2's amplifier).
@@ -260,8 +265,9 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
 
         net = FasterRCNN(
             body, num_classes=None, rpn_anchor_generator=anchors,
-            rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=1000,
-            rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
+            rpn_pre_nms_top_n_train=2 * rpn_proposals, rpn_post_nms_top_n_train=rpn_proposals,
+            rpn_pre_nms_top_n_test=rpn_proposals, rpn_post_nms_top_n_test=rpn_proposals,
+            box_batch_size_per_image=rois_per_image,
             box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
             box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1),
             box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100, **common,

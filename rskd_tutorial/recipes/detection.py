@@ -57,6 +57,8 @@ class DetectorSpec:
     anchor_factor: float = 1.0
     box_head_dim: int = 1024
     pretrained_backbone: str | None = None
+    rois_per_image: int = 512
+    rpn_proposals: int = 1000
 
 
 @dataclass
@@ -73,7 +75,8 @@ def build_from_spec(spec: DetectorSpec, num_classes: int, **kwargs: Any) -> Dete
     """The detector a :class:`DetectorSpec` describes (``kwargs`` go to ``build_detector``)."""
     return build_detector(spec.arch, spec.backbone, num_classes, min_size=spec.min_size, max_size=spec.max_size,
                           fpn_channels=spec.fpn_channels, anchor_factor=spec.anchor_factor,
-                          box_head_dim=spec.box_head_dim, pretrained_backbone=spec.pretrained_backbone, **kwargs)
+                          box_head_dim=spec.box_head_dim, pretrained_backbone=spec.pretrained_backbone,
+                          rois_per_image=spec.rois_per_image, rpn_proposals=spec.rpn_proposals, **kwargs)
 
 
 def detection_splits(data: DetectionData) -> tuple[Any, Any]:
@@ -147,16 +150,20 @@ def tutorial_spec(profile: Any, arch: str, role: str) -> DetectorSpec:
     backbone = d.teacher_backbone if role == "teacher" else d.student_backbone
     return DetectorSpec(arch=arch, backbone=backbone, min_size=d.image_size, max_size=d.image_size,
                         fpn_channels=d.fpn_channels, anchor_factor=d.anchor_factor,
-                        box_head_dim=min(1024, 4 * d.fpn_channels))
+                        box_head_dim=min(1024, 4 * d.fpn_channels), rois_per_image=d.rois_per_image,
+                        rpn_proposals=d.rpn_proposals)
 
 
 def tutorial_train_config(profile: Any, arch: str, role: str, seed: int = 0, **overrides: Any) -> TrainConfig:
-    """SGD with warm-up and steps at 2/3 and 11/12 of the schedule (the papers' 16 and 22 of 24)."""
+    """The profile's optimiser with warm-up; for SGD (the papers') LR steps at 2/3 and 11/12 of the schedule
+    (the papers' 16 and 22 of 24 epochs), for AdamW (from-scratch tutorial runs) a cosine decay."""
     d = profile.detection
     epochs = d.teacher_epochs if role == "teacher" else d.student_epochs
     lr = d.lr_retinanet if arch == "retinanet" else d.lr_faster_rcnn
     milestones = tuple(sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 11 / 12))} - {epochs}))
+    schedule = "multistep" if d.optimizer == "sgd" else "cosine"
     kwargs: dict[str, Any] = dict(epochs=epochs, lr=lr, batch_size=d.batch_size, milestones=milestones,
+                                  optimizer=d.optimizer, weight_decay=d.weight_decay, schedule=schedule,
                                   warmup_iters=d.warmup_iters, grad_clip=10.0, num_workers=profile.num_workers,
                                   seed=seed, eval_every=epochs)
     kwargs.update(overrides)

@@ -12,6 +12,7 @@ reductions; the others are means. Chapter 0 logs raw and weighted magnitudes of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,3 +78,41 @@ def baseline_student(profile: Any, arch: str, teacher: Any, method: str, *, kind
            "fgd": FGD_WEIGHTS[arch] if method == "fgd" else None}
     return distill_student(profile, arch, teacher.model, method, make, {method: weight}, kind=kind, seed=seed,
                            key_config=key, **kwargs)
+
+
+def round_125(x: float) -> float:
+    """The nearest of 1, 2, 5 x 10^k to ``x > 0`` on a log scale (a readable weight)."""
+    if not x > 0:
+        raise ValueError(f"round_125 needs a positive number, got {x}")
+    k = math.floor(math.log10(x))
+    return min((c * 10.0 ** e for e in (k, k + 1) for c in (1, 2, 5)), key=lambda v: abs(math.log(v / x)))
+
+
+def balanced_weights(profile: Any, arch: str, teacher: nn.Module, methods: Sequence[str], *, kind: str = "optical",
+                     seed: int = 0, w_max: float = 1000.0) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Outer weights that make each baseline's KD term about as large as the detection loss at step 0.
+
+    The papers' weights are tuned for 256-channel FPNs on 800 px images and sums over positions do not
+    transfer to other scales, so chapter 0 and chapter 6 use one rule instead: build a fresh student
+    (seeded like every student of the chapter), run one :class:`~rskd_tutorial.distill.Distiller` step on
+    the first training batch with every term at weight 1, and set ``w_m = round_125(L_det / L_m)``,
+    capped at ``w_max`` (a term that nearly vanishes, e.g. logit KD against a teacher that barely moved,
+    must not get an absurd weight). Returns the weights and, per method, ``raw`` (``L_m``) and ``det``.
+    """
+    from rskd_tutorial.data import collate_detection
+    from rskd_tutorial.distill import Distiller
+    from rskd_tutorial.engine import seed_everything, to_device
+    from rskd_tutorial.recipes.detection import (DetectionData, build_from_spec, detection_splits, synthetic_root,
+                                                 tutorial_spec)
+
+    device = profile.device
+    train_set, _ = detection_splits(DetectionData(root=str(synthetic_root(kind, profile, progress=False))))
+    batch = to_device(collate_detection([train_set[i] for i in range(profile.detection.batch_size)]), device)
+    seed_everything(seed)
+    fresh = build_from_spec(tutorial_spec(profile, arch, "student"), train_set.num_classes).to(device)
+    losses = {m: baseline_losses(m, fresh, teacher)[m] for m in methods}
+    out = Distiller(fresh, teacher, losses, {m: 1.0 for m in methods}).to(device).train()(*batch)
+    det = sum(float(v) for k, v in out.losses.items() if k.startswith("loss_") and not k.startswith("loss_kd"))
+    raw = {m: float(out.losses[f"kd_{m}"]) for m in methods}
+    weights = {m: min(round_125(det / raw[m]), w_max) if raw[m] * w_max > det else w_max for m in methods}
+    return weights, {m: {"raw": raw[m], "det": det} for m in methods}

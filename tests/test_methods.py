@@ -1,0 +1,42 @@
+"""Baseline rows built in one place: recipes.methods (builders, weight rule)."""
+
+import math
+
+import pytest
+
+from rskd_tutorial.profile import get_profile
+from rskd_tutorial.recipes.detection import build_from_spec, tutorial_spec
+from rskd_tutorial.recipes.methods import BASELINES, balanced_weights, baseline_losses, round_125
+
+
+@pytest.mark.parametrize("x, expected", [(1.0, 1.0), (3.0, 2.0), (4.0, 5.0), (0.7, 0.5), (0.8, 1.0), (130.0, 100.0),
+                                         (0.0031, 0.002)])
+def test_round_125_picks_the_nearest_on_a_log_scale(x, expected):
+    assert round_125(x) == pytest.approx(expected)
+
+
+def test_round_125_rejects_non_positive():
+    with pytest.raises(ValueError, match="positive"):
+        round_125(0.0)
+
+
+def test_unknown_baseline_is_a_clear_error():
+    P = get_profile("ci")
+    det = build_from_spec(tutorial_spec(P, "retinanet", "student"), 3)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_losses("kd++", det, det)
+
+
+def test_balanced_weights_bring_every_term_near_the_detection_loss(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSKD_CACHE", str(tmp_path))
+    P = get_profile("ci")
+    teacher = build_from_spec(tutorial_spec(P, "retinanet", "teacher"), 5).eval()
+    methods = ("fitnet", "cwd", "pkd", "mgd")
+    weights, info = balanced_weights(P, "retinanet", teacher, methods, w_max=1e6)
+    assert set(weights) == set(methods) and set(BASELINES) >= set(methods)
+    for m in methods:
+        weighted = weights[m] * info[m]["raw"]
+        # a 1-2-5 rounding is at most a factor sqrt(2.5) away on a log scale
+        assert 1 / math.sqrt(2.5) - 1e-6 <= weighted / info[m]["det"] <= math.sqrt(2.5) + 1e-6, (m, weights[m], info[m])
+    capped, _ = balanced_weights(P, "retinanet", teacher, ("fitnet",), w_max=1e-9)
+    assert capped["fitnet"] == 1e-9

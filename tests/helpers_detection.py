@@ -43,3 +43,31 @@ def tiny_detector(arch: str, backbone: str = "resnet18", **kw):
     torch.manual_seed(kw.pop("seed", 0))
     return build_detector(arch, backbone, 2, min_size=SIZE, max_size=SIZE, fpn_channels=16, anchor_factor=0.5,
                           box_head_dim=32, **kw)
+
+
+def write_yaml(path, data: dict):
+    """Write ``data`` as a YAML config file; return its path."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def tiny_teacher_run(kind: str, arch: str, tmp_path) -> dict:
+    """Write tiny synthetic ``kind`` scenes and train a 1-epoch R18 teacher through ``rskd train``.
+
+    Returns the pieces a distillation config needs: ``data``, ``spec``, ``train``, ``runs`` (folder),
+    ``teacher_pt`` (its final weights)."""
+    from rskd_tutorial.cli import main
+    from rskd_tutorial.data.synthetic import write_scenes
+
+    root = write_scenes(kind, tmp_path / "data", n_train=4, n_val=2, size=64, seed=0, progress=False)
+    data = {"root": str(root)}
+    spec = {"arch": arch, "backbone": "resnet18", "min_size": 64, "max_size": 64, "fpn_channels": 16,
+            "anchor_factor": 0.5, "box_head_dim": 32}
+    train = {"epochs": 1, "lr": 0.01, "batch_size": 2, "warmup_iters": 1, "eval_every": 1}
+    runs = tmp_path / "runs"
+    teacher_cfg = write_yaml(tmp_path / "teacher.yaml", {"recipe": "detector", "data": data, "model": spec,
+                                                         "train": train, "eval_batch_size": 2})
+    assert main(["train", str(teacher_cfg), "--out", str(runs / "teacher")]) == 0
+    return {"data": data, "spec": spec, "train": train, "runs": runs, "teacher_pt": runs / "teacher" / "final.pt"}

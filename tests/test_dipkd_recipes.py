@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from helpers_detection import tiny_detector
+from helpers_detection import tiny_detector, tiny_teacher_run, write_yaml
 from rskd_tutorial.cli import main
 from rskd_tutorial.distill.dipkd import DIPKDConfig
 from rskd_tutorial.recipes.dipkd import (
@@ -86,33 +86,19 @@ def test_baseline_rows_use_dipkds_levels(monkeypatch):
         tutorial_baseline("P", "retinanet", "T", "cwd")
 
 
-def _write(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["faster_rcnn", "retinanet"])
 def test_teacher_then_dipkd_end_to_end_on_tiny_sar_scenes(arch, tmp_path: Path):
-    from rskd_tutorial.data.synthetic import write_scenes
-
-    root = write_scenes("sar", tmp_path / "data", n_train=4, n_val=2, size=64, seed=0, progress=False)
-    data = {"root": str(root)}
-    spec = {"arch": arch, "backbone": "resnet18", "min_size": 64, "max_size": 64, "fpn_channels": 16,
-            "anchor_factor": 0.5, "box_head_dim": 32}
-    train = {"epochs": 1, "lr": 0.01, "batch_size": 2, "warmup_iters": 1, "eval_every": 1}
-    runs = tmp_path / "runs"
-    teacher_cfg = _write(tmp_path / "teacher.yaml", {"recipe": "detector", "data": data, "model": spec,
-                                                     "train": train, "eval_batch_size": 2})
-    assert main(["train", str(teacher_cfg), "--out", str(runs / "teacher")]) == 0
-    student_cfg = _write(tmp_path / "student.yaml", {
+    run = tiny_teacher_run("sar", arch, tmp_path)
+    data, spec, train, runs = run["data"], run["spec"], run["train"], run["runs"]
+    student_cfg = write_yaml(tmp_path / "student.yaml", {
         "recipe": "dipkd", "data": data, "student": spec, "teacher": {**spec, "backbone": "resnet34"},
         "teacher_weights": str(runs / "teacher" / "final.pt"), "train": train, "eval_batch_size": 2,
         "loss": {"mask_rate": 0.5, "rit_source": "teacher_features"}})
     # a teacher of another backbone than its checkpoint is a clear error, not a silent mismatch
     with pytest.raises(RuntimeError, match="do not match"):
         main(["train", str(student_cfg), "--out", str(runs / "bad")])
-    student_cfg = _write(student_cfg, {**yaml.safe_load(student_cfg.read_text()), "teacher": spec})
+    student_cfg = write_yaml(student_cfg, {**yaml.safe_load(student_cfg.read_text()), "teacher": spec})
     assert main(["train", str(student_cfg), "--out", str(runs / "student")]) == 0
     assert (runs / "student" / STUDENT_WEIGHTS).is_file()
     for ckpt in (runs / "student" / STUDENT_WEIGHTS, runs / "student" / "final.pt"):

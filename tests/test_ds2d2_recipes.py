@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from helpers_detection import tiny_teacher_run, write_yaml
 from rskd_tutorial.cli import main
 from rskd_tutorial.distill.ds2d2 import OFFICIAL_WEIGHTS
 from rskd_tutorial.engine import read_metrics
@@ -54,28 +55,14 @@ def test_every_config_parses_and_the_stages_chain():
     assert kinds == {"detector": 12, "ds2d2_amplifier": 4, "ds2d2": 8}   # 4 teachers + 8 baselines
 
 
-def _write(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["retinanet", "faster_rcnn"])
 def test_three_stages_end_to_end_on_tiny_scenes(arch, tmp_path: Path):
-    from rskd_tutorial.data.synthetic import write_scenes
+    run = tiny_teacher_run("optical", arch, tmp_path)
+    data, spec, train, runs = run["data"], run["spec"], run["train"], run["runs"]
+    teacher_pt = run["teacher_pt"]
 
-    root = write_scenes("optical", tmp_path / "data", n_train=4, n_val=2, size=64, seed=0, progress=False)
-    data = {"root": str(root)}
-    spec = {"arch": arch, "backbone": "resnet18", "min_size": 64, "max_size": 64, "fpn_channels": 16,
-            "anchor_factor": 0.5, "box_head_dim": 32}
-    train = {"epochs": 1, "lr": 0.01, "batch_size": 2, "warmup_iters": 1, "eval_every": 1}
-    runs = tmp_path / "runs"
-    teacher_cfg = _write(tmp_path / "teacher.yaml", {"recipe": "detector", "data": data, "model": spec,
-                                                     "train": train, "eval_batch_size": 2})
-    assert main(["train", str(teacher_cfg), "--out", str(runs / "teacher")]) == 0
-    teacher_pt = runs / "teacher" / "final.pt"
-
-    amp_cfg = _write(tmp_path / "amp.yaml", {"recipe": "ds2d2_amplifier", "data": data, "model": spec,
+    amp_cfg = write_yaml(tmp_path / "amp.yaml", {"recipe": "ds2d2_amplifier", "data": data, "model": spec,
                                              "teacher_weights": str(teacher_pt), "train": train,
                                              "eval_batch_size": 2})
     assert main(["train", str(amp_cfg), "--out", str(runs / "amp")]) == 0
@@ -91,7 +78,7 @@ def test_three_stages_end_to_end_on_tiny_scenes(arch, tmp_path: Path):
     assert amp.feature_transform is not None
     assert main(["eval", str(amp_cfg), str(runs / "amp" / "final.pt")]) == 0     # the fit checkpoint loads too
 
-    student_cfg = _write(tmp_path / "student.yaml", {
+    student_cfg = write_yaml(tmp_path / "student.yaml", {
         "recipe": "ds2d2", "data": data, "student": spec, "teacher": spec, "teacher_weights": str(teacher_pt),
         "amplifier_weights": str(runs / "amp" / AMPLIFIER_WEIGHTS),
         "weights": {"explicit_low": 0.5, "explicit_high": 0.5, "implicit_full": 1.0, "implicit_high": 1.0},
@@ -111,8 +98,8 @@ def test_student_config_without_amplifier_needs_it_only_for_the_high_term(tmp_pa
     cfg = yaml.safe_load((CONFIGS / "dior" / "ds2d2_dior_faster_rcnn_r18_from_r101.yaml").read_text())
     cfg["weights"]["explicit"] = 1.0
     with pytest.raises(ConfigError, match="weights.explicit: unknown key"):
-        load_config(_write(tmp_path / "bad.yaml", cfg))
+        load_config(write_yaml(tmp_path / "bad.yaml", cfg))
     cfg["weights"].pop("explicit")
     cfg["loss"]["disw_dtype"] = "bfloat16"
     with pytest.raises(ConfigError, match="disw_dtype"):
-        load_config(_write(tmp_path / "bad.yaml", cfg))
+        load_config(write_yaml(tmp_path / "bad.yaml", cfg))

@@ -41,7 +41,7 @@ from rskd_tutorial.models.utils import load_state_strict
 from rskd_tutorial.recipes.detection import (
     DetectionData, DetectorSpec, TutorialRun, _collate, build_from_spec, detection_splits, distill_student,
 )
-from rskd_tutorial.recipes.ds2d2 import student_state
+from rskd_tutorial.recipes.ds2d2 import evaluate_student
 from rskd_tutorial.recipes.registry import Recipe, register
 
 STUDENT_WEIGHTS = "student.pt"
@@ -120,15 +120,7 @@ def train_dipkd(cfg: DIPKDRun, out_dir: Path, resume: bool = False, *, progress:
     return result.final_metrics
 
 
-def evaluate_dipkd(cfg: DIPKDRun, checkpoint: Path) -> dict[str, float]:
-    """COCO metrics of a distilled student (``student.pt`` or the run's ``final.pt``)."""
-    _, val_set = detection_splits(cfg.data)
-    student = build_from_spec(cfg.student, val_set.num_classes)
-    load_state_strict(student, student_state(checkpoint))
-    return evaluate_detection(student.to(_device()), val_set, batch_size=cfg.eval_batch_size)
-
-
-register(Recipe("dipkd", DIPKDRun, train_dipkd, evaluate_dipkd,
+register(Recipe("dipkd", DIPKDRun, train_dipkd, evaluate_student,
                 "DIPKD: distil an R18 student from a SAR ship detector (SNS + KLD + RIT, optional init_student)"))
 
 

@@ -242,8 +242,9 @@ def student_state(source: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def evaluate_ds2d2(cfg: DS2D2Run, checkpoint: Path) -> dict[str, float]:
-    """COCO metrics of a distilled student (``student.pt`` or the run's ``final.pt``)."""
+def evaluate_student(cfg: Any, checkpoint: Path) -> dict[str, float]:
+    """COCO metrics of a distilled student (``student.pt`` or the run's ``final.pt``) of any recipe whose
+    config has ``data``, ``student`` and ``eval_batch_size`` (DS2D2, DIPKD)."""
     _, val_set = detection_splits(cfg.data)
     student = build_from_spec(cfg.student, val_set.num_classes)
     load_state_strict(student, student_state(checkpoint))
@@ -252,7 +253,7 @@ def evaluate_ds2d2(cfg: DS2D2Run, checkpoint: Path) -> dict[str, float]:
 
 register(Recipe("ds2d2_amplifier", AmplifierRun, train_amplifier, evaluate_amplifier,
                 "DS2D2 stage 2: train the high-frequency amplifier's heads on a frozen teacher"))
-register(Recipe("ds2d2", DS2D2Run, train_ds2d2, evaluate_ds2d2,
+register(Recipe("ds2d2", DS2D2Run, train_ds2d2, evaluate_student,
                 "DS2D2 stage 3: distil a student (explicit + implicit streams) from teacher and amplifier"))
 
 

@@ -156,10 +156,10 @@ _PROFILES: dict[str, Profile] = {
         seeds=(0,),                      # one student seed: a second doubles every row of chapter 6
         num_workers=2,
         detection=DetectionScale(
-            image_size=128, train_images=256, val_images=64,
+            image_size=256, train_images=128, val_images=48,
             teacher_backbone="resnet50", student_backbone="resnet18", fpn_channels=64,
-            anchor_factor=0.5, teacher_epochs=12, student_epochs=6, batch_size=8,
-            lr_retinanet=1e-3, lr_faster_rcnn=1e-3, warmup_iters=50, optimizer="adamw", weight_decay=0.05,
+            anchor_factor=0.35, teacher_epochs=12, student_epochs=6, batch_size=8,
+            lr_retinanet=1e-3, lr_faster_rcnn=1e-3, warmup_iters=30, optimizer="adamw", weight_decay=0.05,
             rois_per_image=128, rpn_proposals=300, amplifier_epochs=3,
         ),
         saliency=SaliencyScale(

@@ -193,6 +193,18 @@ def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: 
     return metrics
 
 
+def cached_run(trained: nn.Module, key: str, train: Callable[[Path], None], val_set: Any, batch_size: int,
+               device: torch.device, *, evaluated: nn.Module | None = None, verbose: bool = True,
+               extra: dict[str, Any] | None = None) -> TutorialRun:
+    """Train ``trained`` with ``train(run_dir)`` or load it from the cache (``key``), then evaluate
+    ``evaluated`` (default: ``trained``; e.g. the student inside a Distiller) in eval mode on
+    ``val_set``, with the metrics cached beside the weights. The one ending of every tutorial run."""
+    _, run_dir, loaded = train_or_load(trained, key, train, verbose=verbose)
+    model = (evaluated if evaluated is not None else trained).to(device).eval()
+    metrics = _evaluate_cached(run_dir, model, val_set, batch_size=batch_size)
+    return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra=dict(extra or {}))
+
+
 def run_seconds(run_dir: Path) -> float:
     """Training wall time of a run folder (sum of its epochs), also for runs loaded from the cache."""
     from rskd_tutorial.engine import read_metrics
@@ -218,10 +230,7 @@ def tutorial_teacher(profile: Any, arch: str, kind: str = "optical", seed: int =
         fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
-    model.to(device).eval()
-    metrics = _evaluate_cached(run_dir, model, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir))
+    return cached_run(model, key, train, val_set, cfg.batch_size, device, verbose=verbose)
 
 
 def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
@@ -258,8 +267,6 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
         fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    distiller, run_dir, loaded = train_or_load(distiller, key, train, verbose=verbose)
-    student.eval()
-    metrics = _evaluate_cached(run_dir, student, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(student, run_dir, metrics, loaded, run_seconds(run_dir), extra={"distiller": distiller})
+    return cached_run(distiller, key, train, val_set, cfg.batch_size, device, evaluated=student, verbose=verbose,
+                      extra={"distiller": distiller})
 

@@ -34,12 +34,12 @@ from torch import nn
 
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, DS2D2Weights, ds2d2_losses
-from rskd_tutorial.engine import evaluate_detection, fit, run_key, train_or_load
+from rskd_tutorial.engine import evaluate_detection, fit, run_key
 from rskd_tutorial.engine.train import FitResult, TrainConfig, load_checkpoint
 from rskd_tutorial.models.detectors import Detector
 from rskd_tutorial.models.utils import freeze, is_frozen, load_state_strict
 from rskd_tutorial.recipes.detection import (
-    DetectionData, DetectorSpec, TutorialRun, _collate, _evaluate_cached, run_seconds, build_from_spec,
+    DetectionData, DetectorSpec, TutorialRun, _collate, build_from_spec, cached_run,
     detection_splits, distill_student, synthetic_root, tutorial_spec, tutorial_train_config,
 )
 from rskd_tutorial.recipes.registry import Recipe, register
@@ -289,10 +289,7 @@ def tutorial_amplifier(profile: Any, arch: str, teacher: TutorialRun, seed: int 
     def train(run_dir: Path) -> None:
         fit_amplifier(amp, train_set, cfg, run_dir, resume=True, device=device, progress=progress, verbose=verbose)
 
-    model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
-    amp.to(device).eval()
-    metrics = _evaluate_cached(run_dir, amp, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(amp, run_dir, metrics, loaded, run_seconds(run_dir))
+    return cached_run(model, key, train, val_set, cfg.batch_size, device, evaluated=amp, verbose=verbose)
 
 
 def ds2d2_student(profile: Any, arch: str, teacher: TutorialRun, amplifier: TutorialRun | None, name: str,

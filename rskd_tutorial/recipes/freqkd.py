@@ -51,7 +51,7 @@ from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, tr
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, FitResult, TrainConfig, load_checkpoint, load_weights
 from rskd_tutorial.models.detectors import BACKBONES, Detector, build_detector
 from rskd_tutorial.models.vit import FeatureModel, ResNetTrunk, SimpleFeaturePyramid, ViTTrunk
-from rskd_tutorial.recipes.detection import TutorialRun, _evaluate_cached, run_seconds, synthetic_root
+from rskd_tutorial.recipes.detection import TutorialRun, _evaluate_cached, cached_run, run_seconds, synthetic_root
 from rskd_tutorial.recipes.registry import Recipe, register
 from rskd_tutorial.spectral import band_divergence, bootstrap_ci, divergence_ratio
 
@@ -619,10 +619,8 @@ def tutorial_teacher(profile: Any, seed: int = 0, *, progress: bool = False, ver
         fit(det, train_set, cfg, run_dir, collate_fn=_collate_detection(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    det, run_dir, loaded = train_or_load(det, key, train, verbose=verbose)
-    det.to(device).eval()
-    metrics = _evaluate_cached(run_dir, det, val_set, batch_size=cfg.batch_size)
-    return TutorialRun(det, run_dir, metrics, loaded, run_seconds(run_dir), extra={"key": key, "spec": spec})
+    return cached_run(det, key, train, val_set, cfg.batch_size, device, verbose=verbose,
+                      extra={"key": key, "spec": spec})
 
 
 def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSpec | None, *, seed: int = 0,

@@ -33,7 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from rskd_tutorial.models.outputs import ModelOutput
-from rskd_tutorial.models.utils import freeze, is_frozen, load_state_strict
+from rskd_tutorial.models.utils import (
+    freeze,
+    is_frozen,
+    keep_frozen_in_eval,
+    load_state_strict,
+)
 
 
 class DistillationCheckError(RuntimeError):
@@ -106,9 +111,7 @@ class Distiller(nn.Module):
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
-        for m in self.modules():
-            if is_frozen(m):
-                m.eval()
+        keep_frozen_in_eval(self)
         return self
 
     def _route(self, inputs: Any, key: Any) -> Any:

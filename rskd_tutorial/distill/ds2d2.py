@@ -357,6 +357,12 @@ def retinanet_kd_targets(anchors: Sequence[Tensor], gt_boxes: Sequence[Tensor], 
     return torch.stack(weights), torch.tensor(float(sum(n_pos)), device=device)
 
 
+def head_inputs(feats: Mapping[str, Tensor], high_frequency: bool) -> list[Tensor]:
+    """The FPN maps a frozen implicit head reads: as they are (teacher head) or as H(F) (the amplifier; ``spectral.high_frequency_map``)."""
+    maps = list(feats.values())
+    return [high_frequency_map(f) for f in maps] if high_frequency else maps
+
+
 class DS2D2RetinaNetImplicitLoss(nn.Module):
     """One amplifier term of DS2D2's implicit stream for RetinaNet (ds2d2.md 1.7; official
     ``DS2D2.implicit`` in ``ds2d2_retinanet.py``).
@@ -396,19 +402,15 @@ class DS2D2RetinaNetImplicitLoss(nn.Module):
         self.beta = beta
         self.last_terms: dict[str, Tensor] = {}
 
-    def _inputs(self, feats: Mapping[str, Tensor]) -> list[Tensor]:
-        maps = list(feats.values())
-        return [high_frequency_map(f) for f in maps] if self.high_frequency else maps
-
     def forward(self, s_out: ModelOutput, t_out: ModelOutput, targets: Any = None) -> Tensor:
         taps = s_out.taps
         if "anchors" not in taps:
             raise KeyError("DS2D2RetinaNetImplicitLoss needs RetinaNet student taps ('anchors'); run the student "
                            "in training mode with targets")
         self.head.eval()
-        out_s = self.head(self._inputs(taps["features"]))
+        out_s = self.head(head_inputs(taps["features"], self.high_frequency))
         with torch.no_grad():
-            out_t = self.head(self._inputs(t_out.taps["features"]))
+            out_t = self.head(head_inputs(t_out.taps["features"], self.high_frequency))
         z_s, z_t = out_s["cls_logits"].float(), out_t["cls_logits"].detach().float()
         r_s, r_t = out_s["bbox_regression"].float(), out_t["bbox_regression"].detach().float()
         n_img, n_anchor, k = z_s.shape
@@ -562,10 +564,6 @@ class DS2D2FasterRCNNImplicitLoss(nn.Module):
         self.cls_weight = cls_weight
         self.last_terms: dict[str, Tensor] = {}
 
-    def _inputs(self, feats: Mapping[str, Tensor]) -> list[Tensor]:
-        maps = list(feats.values())
-        return [high_frequency_map(f) for f in maps] if self.high_frequency else maps
-
     def forward(self, s_out: ModelOutput, t_out: ModelOutput, targets: Any = None) -> Tensor:
         if "proposals" not in s_out.taps:
             raise KeyError("DS2D2FasterRCNNImplicitLoss needs Faster R-CNN student taps ('proposals'); run the "
@@ -573,9 +571,11 @@ class DS2D2FasterRCNNImplicitLoss(nn.Module):
         rois = self.sampler(s_out)
         sizes = s_out.taps["image_sizes"]
         self.roi_heads.eval()
-        z_s, d_s = roi_head_outputs(self.roi_heads, self._inputs(s_out.taps["features"]), rois, sizes)
+        z_s, d_s = roi_head_outputs(self.roi_heads, head_inputs(s_out.taps["features"], self.high_frequency),
+                                    rois, sizes)
         with torch.no_grad():
-            z_t, d_t = roi_head_outputs(self.roi_heads, self._inputs(t_out.taps["features"]), rois, sizes)
+            z_t, d_t = roi_head_outputs(self.roi_heads, head_inputs(t_out.taps["features"], self.high_frequency),
+                                        rois, sizes)
         cls = roi_kl_kd(z_s, z_t, self.temperature, self.cls_weight)
         reg = roi_l1_kd(d_s, d_t, z_t, background=0)
         self.last_terms = {"cls": cls.detach(), "reg": reg.detach(),

@@ -25,6 +25,13 @@ def is_frozen(module: nn.Module) -> bool:
     return bool(getattr(module, FROZEN_FLAG, False))
 
 
+def keep_frozen_in_eval(module: nn.Module) -> None:
+    """Put every :func:`freeze`-flagged submodule of ``module`` back in eval mode (after ``train()``)."""
+    for m in module.modules():
+        if is_frozen(m):
+            m.eval()
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 

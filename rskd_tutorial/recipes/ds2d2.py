@@ -37,10 +37,19 @@ from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, DS2D2Weights, ds2d2_losses
 from rskd_tutorial.engine import evaluate_detection, fit, run_key
 from rskd_tutorial.engine.train import FitResult, TrainConfig, load_checkpoint
 from rskd_tutorial.models.detectors import Detector
-from rskd_tutorial.models.utils import freeze, is_frozen, load_state_strict
+from rskd_tutorial.models.utils import freeze, keep_frozen_in_eval, load_state_strict
 from rskd_tutorial.recipes.detection import (
-    DetectionData, DetectorSpec, TutorialRun, _collate, build_from_spec, cached_run,
-    detection_splits, distill_student, synthetic_root, tutorial_spec, tutorial_train_config,
+    DetectionData,
+    DetectorSpec,
+    TutorialRun,
+    _collate,
+    build_from_spec,
+    cached_run,
+    detection_splits,
+    distill_student,
+    synthetic_root,
+    tutorial_spec,
+    tutorial_train_config,
 )
 from rskd_tutorial.recipes.registry import Recipe, register
 from rskd_tutorial.spectral import high_frequency_map
@@ -70,9 +79,7 @@ class FrozenTrunk(nn.Module):
 
     def train(self, mode: bool = True) -> FrozenTrunk:
         super().train(mode)
-        for m in self.modules():
-            if is_frozen(m):
-                m.eval()
+        keep_frozen_in_eval(self)
         return self
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

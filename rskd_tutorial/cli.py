@@ -9,6 +9,7 @@
     rskd recipes                               list the registered recipes
     rskd divergence CONFIG --pairs N           FreqKD's RGB-IR spectral divergence study
     rskd bench [--method M ...]                time the KD terms against the training step
+    rskd teachers [--list|--check] [--json]    train and ship the chapters' teachers; list or re-check them
 
 Several GPUs: ``torchrun --nproc_per_node=N -m rskd_tutorial.cli train CONFIG``.
 Bad input (an unknown config key, a wrong type, a missing dataset) ends with one line naming the
@@ -85,6 +86,14 @@ def _delegate(module: str, func: str):
     return run
 
 
+DELEGATED = {
+    "synth": ("rskd_tutorial.data.synthetic", "synth_main"),
+    "divergence": ("rskd_tutorial.recipes.freqkd", "divergence_main"),
+    "bench": ("rskd_tutorial.bench", "bench_main"),
+    "teachers": ("rskd_tutorial.recipes.teachers", "teachers_main"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rskd", description="Knowledge distillation for remote sensing "
                                      "(the RSKD Tutorial Book's package).")
@@ -104,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("synth", "rskd_tutorial.data.synthetic", "synth_main", "write synthetic scenes (KIND OUT_DIR --n --size --seed)"),
         ("divergence", "rskd_tutorial.recipes.freqkd", "divergence_main", "RGB-IR spectral divergence study"),
         ("bench", "rskd_tutorial.bench", "bench_main", "time the KD terms against the training step"),
+        ("teachers", "rskd_tutorial.recipes.teachers", "teachers_main",
+         "train and ship the chapters' teachers (--list, --check, --json)"),
     ):
         p = sub.add_parser(name, help=helptext, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -114,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from rskd_tutorial.config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        # a delegated subcommand parses its own options (argparse.REMAINDER would drop a leading --option)
+        args = argparse.Namespace(func=_delegate(*DELEGATED[argv[0]]), rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:

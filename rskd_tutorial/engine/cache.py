@@ -34,9 +34,14 @@ def run_key(name: str, *, profile: str, seed: int, config: Mapping[str, Any] | N
     return f"{name}/{profile}-s{seed}-{digest}"
 
 
+SHIPPED_RECORD = "shipped.json"   # in a run folder whose weights came from the teacher store
+
+
 def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, strict: bool = True,
-                  verbose: bool = True) -> tuple[nn.Module, Path, bool]:
-    """Load ``model``'s weights from the cached run ``key`` if it finished, else call ``train(run_dir)``.
+                  verbose: bool = True, shipped: bool = True) -> tuple[nn.Module, Path, bool]:
+    """Load ``model``'s weights from the cached run ``key`` if it finished, else from the teacher store
+    (:mod:`rskd_tutorial.engine.store`, when a shipped record has this ``key`` and ``shipped`` is true),
+    else call ``train(run_dir)``. A run loaded from the store leaves its record as ``run_dir/shipped.json``.
 
     ``train`` must leave ``run_dir/final.pt`` behind (``engine.fit`` does); call ``fit`` with
     ``resume=True`` inside it so that an interrupted run continues instead of starting over.
@@ -52,6 +57,18 @@ def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, s
             print(f"loaded cached run {key}")
         return model, run_dir, True
     run_dir.mkdir(parents=True, exist_ok=True)
+    if shipped:
+        from rskd_tutorial.engine.store import find_shipped, load_shipped
+
+        record = find_shipped(key)
+        if record is not None:
+            load_shipped(model, record)
+            (run_dir / SHIPPED_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+            if verbose:
+                print(f"loaded shipped teacher {record['name']} ({record['metric']} {record['value']:.3g} on "
+                      f"{record['split']}; trained {record['steps']} steps in {record['train_seconds']:.0f} s on "
+                      f"{record['hardware']})")
+            return model, run_dir, True
     train(run_dir)
     if not final.is_file():
         raise RuntimeError(f"train() for {key} finished without writing {final}")

@@ -33,6 +33,7 @@ Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from rskd_tutorial.models.backbones import TUTORIAL_STRIDES, TimmFPN, is_timm_backbone
 from rskd_tutorial.models.outputs import ModelOutput
 
 ARCHS = ("retinanet", "faster_rcnn")
@@ -104,7 +106,8 @@ class Detector(nn.Module):
     """
 
     def __init__(self, net: nn.Module, arch: str, num_classes: int,
-                 feature_transform: Callable[[Tensor], Tensor] | None = None):
+                 feature_transform: Callable[[Tensor], Tensor] | None = None,
+                 strides: Sequence[int] | None = None):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
@@ -112,8 +115,8 @@ class Detector(nn.Module):
         self.arch = arch
         self.num_classes = num_classes
         self.feature_transform = feature_transform
-        self.levels = _LEVELS[arch]
-        self.strides = _STRIDES[arch]
+        self.strides = tuple(strides) if strides is not None else _STRIDES[arch]
+        self.levels = tuple(f"p{int(math.log2(s))}" for s in self.strides)
         self._rpn_head_out: tuple[list[Tensor], list[Tensor]] | None = None
         if arch == "faster_rcnn":
             net.rpn.head.register_forward_hook(self._keep_rpn_head_output)
@@ -212,16 +215,18 @@ class Detector(nn.Module):
 def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, min_size: int = 800, max_size: int = 1333,
                    fpn_channels: int = 256, anchor_factor: float = 1.0, box_head_dim: int = 1024,
                    pretrained_backbone: str | os.PathLike | None = None, rois_per_image: int = 512,
-                   rpn_proposals: int = 1000, feature_transform: Callable[[Tensor], Tensor] | None = None) -> Detector:
+                   rpn_proposals: int = 1000, feature_transform: Callable[[Tensor], Tensor] | None = None,
+                   head_convs: int | None = None) -> Detector:
     """Build a RetinaNet or Faster R-CNN on a ResNet-FPN backbone, as the papers configure them.
 
     Args:
         arch: ``"retinanet"`` (FPN P3-P7, 9 anchors a location, focal loss) or ``"faster_rcnn"``
             (FPN P2-P6, RPN with 3 anchors a location, RoIAlign 7x7, two-FC 1024 box head).
-        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``, or a module returning an
-            ``OrderedDict`` of five maps with ``out_channels`` channels at the architecture's strides
-            (e.g. a ViT with a simple feature pyramid, ``models.vit``); it needs an ``out_channels``
-            attribute.
+        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101`` (the papers' FPNs), any other
+            name is a timm ``features_only`` network on a P2-P5 pyramid (the tutorial scale, see
+            :mod:`rskd_tutorial.models.backbones`), or a module returning an ``OrderedDict`` of maps with
+            ``out_channels`` channels at the architecture's strides (or at its ``strides`` attribute;
+            e.g. a ViT with a simple feature pyramid, ``models.vit``).
         num_classes: object classes K, background excluded.
         min_size, max_size: the resize of torchvision's transform (DIOR: 800, 800; DOTA: 1024, 1024).
         fpn_channels: FPN width (papers: 256; the ``ci``/``cpu`` profiles use less).
@@ -236,6 +241,9 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
         pretrained_backbone: path of a torchvision ImageNet checkpoint for the ResNet, or ``None``
             (train from scratch; nothing is ever downloaded).
         feature_transform: applied to every FPN level before the heads (DS2D2's amplifier).
+        head_convs: ``None`` keeps torchvision's heads (RetinaNet: four 3x3 convs a branch, no norm);
+            ``n`` gives RetinaNet ``n`` 3x3 conv + GroupNorm + ReLU layers a branch (the light heads of the
+            tutorial scale; torchvision's v2 head, shortened).
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
@@ -244,7 +252,13 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
     scale = _PAPER_ANCHOR_SCALE[arch] * anchor_factor
     strides = _STRIDES[arch]
     common = dict(min_size=min_size, max_size=max_size)
+    if isinstance(backbone, str) and is_timm_backbone(backbone):
+        if pretrained_backbone:
+            raise ValueError(f"timm backbone {backbone!r} is trained from scratch here; pretrained_backbone applies "
+                             "to the torchvision ResNets only")
+        backbone = TimmFPN(backbone, fpn_channels, TUTORIAL_STRIDES)
     custom = isinstance(backbone, nn.Module)
+    strides = tuple(getattr(backbone, "strides", strides)) if custom else strides
     if custom and not hasattr(backbone, "out_channels"):
         raise ValueError("a custom backbone module needs an out_channels attribute (the width of its maps)")
     if custom:
@@ -254,7 +268,10 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
                                                   extra="p6p7", pretrained_backbone=pretrained_backbone)
         sizes = tuple(tuple(scale * s * 2 ** (i / 3) for i in range(3)) for s in strides)
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-        net = RetinaNet(body, num_classes=num_classes, anchor_generator=anchors, score_thresh=0.05,
+        head = None
+        if head_convs is not None:
+            head = light_retinanet_head(fpn_channels, anchors.num_anchors_per_location()[0], num_classes, head_convs)
+        net = RetinaNet(body, num_classes=num_classes, anchor_generator=anchors, head=head, score_thresh=0.05,
                         nms_thresh=0.5, detections_per_img=100, topk_candidates=1000, **common)
     else:
         body = backbone if custom else resnet_fpn(backbone, returned_layers=(1, 2, 3, 4), out_channels=fpn_channels,
@@ -272,7 +289,22 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
             box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1),
             box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100, **common,
         )
-    return Detector(net, arch, num_classes, feature_transform=feature_transform)
+    return Detector(net, arch, num_classes, feature_transform=feature_transform, strides=strides)
+
+
+def light_retinanet_head(channels: int, num_anchors: int, num_classes: int, convs: int) -> nn.Module:
+    """torchvision's GroupNorm RetinaNet head (v2) with ``convs`` instead of four conv layers a branch."""
+    from functools import partial
+
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    if convs < 0:
+        raise ValueError(f"head_convs must be >= 0, got {convs}")
+    groups = math.gcd(16, channels)
+    head = RetinaNetHead(channels, num_anchors, num_classes, norm_layer=partial(nn.GroupNorm, groups))
+    head.classification_head.conv = head.classification_head.conv[:convs]
+    head.regression_head.conv = head.regression_head.conv[:convs]
+    return head
 
 
 def dense_level_maps(flat: Tensor, taps: dict) -> list[Tensor]:

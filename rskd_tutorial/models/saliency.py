@@ -264,6 +264,36 @@ class ResNetEncoder(nn.Module):
         return [s1, s2, s3, s4, self.layer4(s4)]
 
 
+class TimmEncoder(nn.Module):
+    """A timm ``features_only`` network as a five-stage encoder at strides 2, 4, 8, 16, 32 (random init):
+    the tutorial scale's small saliency encoders (e.g. ``regnetx_002``), in :class:`ResNetEncoder`'s shape."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        import timm
+
+        probe = timm.create_model(name, pretrained=False, features_only=True)
+        reductions = list(probe.feature_info.reduction())
+        want = [2, 4, 8, 16, 32]
+        if any(r not in reductions for r in want):
+            raise ValueError(f"timm model {name!r} has feature strides {reductions}; a saliency encoder needs {want}")
+        self.body = timm.create_model(name, pretrained=False, features_only=True,
+                                      out_indices=tuple(reductions.index(r) for r in want))
+        self.channels = tuple(self.body.feature_info.channels())
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return list(self.body(x))
+
+
+def saliency_encoder(backbone: str, pretrained: str | os.PathLike | None = None) -> nn.Module:
+    """:class:`ResNetEncoder` for a torchvision ResNet name, else :class:`TimmEncoder` (no pretrained file)."""
+    if backbone in ResNetEncoder.DEPTHS:
+        return ResNetEncoder(backbone, pretrained)
+    if pretrained is not None:
+        raise ValueError(f"the timm encoder {backbone!r} trains from scratch here; pretrained_backbone is for ResNets")
+    return TimmEncoder(backbone)
+
+
 # ------------------------------------------------------------------------------------------------
 # the networks
 # ------------------------------------------------------------------------------------------------
@@ -332,7 +362,7 @@ class SaliencyPSPNet(_SaliencyNet):
         self.backbone_name, self.channels = backbone, channels
         self.ds_weights = tuple(ds_weights)
         self.normalize = _Normalize(mean, std)
-        self.encoder = ResNetEncoder(backbone, pretrained_backbone)
+        self.encoder = saliency_encoder(backbone, pretrained_backbone)
         enc = self.encoder.channels
         self.ppm = PyramidPooling(enc[4], channels, bins)
         self.fuse = nn.ModuleList(FuseBlock(enc[k], channels, channels) for k in range(5))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything, train_or_load
+from rskd_tutorial.engine.cache import SHIPPED_RECORD
 from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
 from rskd_tutorial.recipes.registry import Recipe, register
@@ -43,6 +44,7 @@ class DetectionData:
     vflip: float = 0.0               # remote sensing is orientation-free; the papers use hflip only
     drop_empty: bool = True          # mmdet filter_empty_gt for training
     name: str | None = None          # dataset name used in error messages (e.g. "DIOR")
+    in_memory: bool = False          # decode every image once and keep it (small datasets: no file I/O per step)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class DetectorSpec:
     pretrained_backbone: str | None = None
     rois_per_image: int = 512
     rpn_proposals: int = 1000
+    head_convs: int | None = None    # RetinaNet: conv + GroupNorm layers a branch (None: torchvision's head)
 
 
 @dataclass
@@ -76,11 +79,13 @@ def build_from_spec(spec: DetectorSpec, num_classes: int, **kwargs: Any) -> Dete
     return build_detector(spec.arch, spec.backbone, num_classes, min_size=spec.min_size, max_size=spec.max_size,
                           fpn_channels=spec.fpn_channels, anchor_factor=spec.anchor_factor,
                           box_head_dim=spec.box_head_dim, pretrained_backbone=spec.pretrained_backbone,
-                          rois_per_image=spec.rois_per_image, rpn_proposals=spec.rpn_proposals, **kwargs)
+                          rois_per_image=spec.rois_per_image, rpn_proposals=spec.rpn_proposals,
+                          head_convs=spec.head_convs, **kwargs)
 
 
-def detection_splits(data: DetectionData) -> tuple[Any, Any]:
-    """(train set with flips, evaluation set) of a COCO-format dataset."""
+def detection_splits(data: DetectionData, eval_split: str | None = None) -> tuple[Any, Any]:
+    """(train set with flips, evaluation set) of a COCO-format dataset; ``eval_split`` overrides
+    ``data.val_split`` (e.g. ``"test"`` for the held-out split of the tutorial scale)."""
     from rskd_tutorial.data import CocoDetection
     from rskd_tutorial.data.transforms import Compose, RandomHorizontalFlip, RandomVerticalFlip
 
@@ -90,8 +95,8 @@ def detection_splits(data: DetectionData) -> tuple[Any, Any]:
     if data.vflip > 0:
         flips.append(RandomVerticalFlip(data.vflip))
     train = CocoDetection(data.root, data.train_split, transforms=Compose(flips) if flips else None,
-                          drop_empty=data.drop_empty, name=data.name)
-    val = CocoDetection(data.root, data.val_split, name=data.name)
+                          drop_empty=data.drop_empty, name=data.name, in_memory=data.in_memory)
+    val = CocoDetection(data.root, eval_split or data.val_split, name=data.name, in_memory=data.in_memory)
     return train, val
 
 
@@ -137,9 +142,33 @@ def synthetic_root(kind: str, profile: Any, seed: int = 0, *, progress: bool = T
     scale = profile.detection if kind != "rgbir" else profile.crossmodal
     n_train = scale.train_images if kind != "rgbir" else scale.train_pairs
     n_val = scale.val_images if kind != "rgbir" else scale.val_pairs
+    n_test = scale.test_images if kind != "rgbir" else getattr(scale, "test_pairs", 0)
     root = cache_dir() / "data" / f"{kind}-{profile.name}-s{seed}"
-    return Path(write_scenes(kind, root, n_train=n_train, n_val=n_val, size=scale.image_size, seed=seed,
-                             progress=progress))
+    return Path(write_scenes(kind, root, n_train=n_train, n_val=n_val, n_test=n_test, size=scale.image_size,
+                             seed=seed, progress=progress))
+
+
+def tutorial_data(kind: str, profile: Any, *, progress: bool = False) -> DetectionData:
+    """The chapter's synthetic ``kind`` scenes as :class:`DetectionData` (held in memory; flips both ways,
+    since overhead imagery has no up)."""
+    root = synthetic_root(kind, profile, seed=0, progress=progress)
+    return DetectionData(root=str(root), vflip=0.5, in_memory=True, name=f"synthetic {kind}")
+
+
+def data_signature(root: str | Path) -> dict[str, Any]:
+    """What a run-cache key must know of a synthetic dataset: its folder name and its manifest (kind, counts,
+    size, seed), so that re-sized scenes never load a model trained on others."""
+    from rskd_tutorial.data.synthetic import MANIFEST
+
+    root = Path(root)
+    path = root / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {"name": root.name, "manifest": manifest}
+
+
+def report_split(profile: Any) -> str:
+    """The split a chapter's tables report: ``test`` when the profile holds one out, else ``val``."""
+    return "test" if profile.detection.test_images else "val"
 
 
 def tutorial_spec(profile: Any, arch: str, role: str) -> DetectorSpec:
@@ -149,9 +178,9 @@ def tutorial_spec(profile: Any, arch: str, role: str) -> DetectorSpec:
     d = profile.detection
     backbone = d.teacher_backbone if role == "teacher" else d.student_backbone
     return DetectorSpec(arch=arch, backbone=backbone, min_size=d.image_size, max_size=d.image_size,
-                        fpn_channels=d.fpn_channels, anchor_factor=d.anchor_factor,
-                        box_head_dim=min(1024, 4 * d.fpn_channels), rois_per_image=d.rois_per_image,
-                        rpn_proposals=d.rpn_proposals)
+                        fpn_channels=d.fpn_channels, anchor_factor=d.anchor_factor_for(arch),
+                        box_head_dim=d.box_head_dim or min(1024, 4 * d.fpn_channels), rois_per_image=d.rois_per_image,
+                        rpn_proposals=d.rpn_proposals, head_convs=d.head_convs)
 
 
 def tutorial_train_config(profile: Any, arch: str, role: str, seed: int = 0, **overrides: Any) -> TrainConfig:
@@ -159,6 +188,8 @@ def tutorial_train_config(profile: Any, arch: str, role: str, seed: int = 0, **o
     (the papers' 16 and 22 of 24 epochs), for AdamW (from-scratch tutorial runs) a cosine decay."""
     d = profile.detection
     epochs = d.teacher_epochs if role == "teacher" else d.student_epochs
+    if role == "teacher" and arch == "retinanet" and d.teacher_epochs_retinanet is not None:
+        epochs = d.teacher_epochs_retinanet
     lr = d.lr_retinanet if arch == "retinanet" else d.lr_faster_rcnn
     milestones = tuple(sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 11 / 12))} - {epochs}))
     schedule = "multistep" if d.optimizer == "sgd" else "cosine"
@@ -186,6 +217,8 @@ def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: 
     """Validation metrics, stored beside the weights so a cache hit does not re-evaluate."""
     path = run_dir / "eval.json"
     weights = run_dir / "final.pt"
+    if not weights.is_file():
+        weights = run_dir / SHIPPED_RECORD
     if path.is_file() and weights.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
         return json.loads(path.read_text())
     metrics = evaluate_detection(model, val_set, batch_size=batch_size)
@@ -195,11 +228,11 @@ def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: 
 
 def cached_run(trained: nn.Module, key: str, train: Callable[[Path], None], val_set: Any, batch_size: int,
                device: torch.device, *, evaluated: nn.Module | None = None, verbose: bool = True,
-               extra: dict[str, Any] | None = None) -> TutorialRun:
+               extra: dict[str, Any] | None = None, shipped: bool = True) -> TutorialRun:
     """Train ``trained`` with ``train(run_dir)`` or load it from the cache (``key``), then evaluate
     ``evaluated`` (default: ``trained``; e.g. the student inside a Distiller) in eval mode on
     ``val_set``, with the metrics cached beside the weights. The one ending of every tutorial run."""
-    _, run_dir, loaded = train_or_load(trained, key, train, verbose=verbose)
+    _, run_dir, loaded = train_or_load(trained, key, train, verbose=verbose, shipped=shipped)
     model = (evaluated if evaluated is not None else trained).to(device).eval()
     metrics = _evaluate_cached(run_dir, model, val_set, batch_size=batch_size)
     return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra=dict(extra or {}))
@@ -209,28 +242,54 @@ def run_seconds(run_dir: Path) -> float:
     """Training wall time of a run folder (sum of its epochs), also for runs loaded from the cache."""
     from rskd_tutorial.engine import read_metrics
 
+    shipped = run_dir / SHIPPED_RECORD
+    if shipped.is_file():
+        return float(json.loads(shipped.read_text(encoding="utf-8")).get("train_seconds", 0.0))
     return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
 
 
-def tutorial_teacher(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",
-                     progress: bool = False, verbose: bool = True, **train_overrides: Any) -> TutorialRun:
-    """Train the chapter's teacher (or a student without KD, ``role="student"``) on synthetic
-    ``kind`` scenes, or load it from the cache; evaluate it on the validation split."""
-    root = synthetic_root(kind, profile, seed=0, progress=progress)
-    train_set, val_set = detection_splits(DetectionData(root=str(root)))
+@dataclass
+class TutorialSetup:
+    """Everything a tutorial run needs before it trains: the model, its cache key, the training closure
+    and the evaluation set (what the teacher store uses to train, ship and re-check a teacher)."""
+
+    model: nn.Module
+    key: str
+    train: Callable[[Path], None]
+    eval_set: Any
+    batch_size: int
+    device: torch.device
+
+
+def detector_setup(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",
+                   progress: bool = False, verbose: bool = True, **train_overrides: Any) -> TutorialSetup:
+    """The untrained detector of :func:`tutorial_teacher`, its key and its training closure."""
+    data = tutorial_data(kind, profile, progress=progress)
+    root = Path(data.root)
+    train_set, eval_set = detection_splits(data, report_split(profile))
     spec = tutorial_spec(profile, arch, role)
     cfg = tutorial_train_config(profile, arch, role, seed, **train_overrides)
     device = profile.device
     seed_everything(seed)  # the initial weights depend on the seed only, not on what ran before
     model = build_from_spec(spec, train_set.num_classes).to(device)
     key = run_key(f"{kind}-{arch}-{spec.backbone}-{role}", profile=profile.name, seed=seed,
-                  config={"spec": asdict(spec), "train": asdict(cfg), "data": str(root.name)})
+                  config={"spec": asdict(spec), "train": asdict(cfg), "data": data_signature(root)})
 
     def train(run_dir: Path) -> None:
         fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    return cached_run(model, key, train, val_set, cfg.batch_size, device, verbose=verbose)
+    return TutorialSetup(model, key, train, eval_set, cfg.batch_size, device)
+
+
+def tutorial_teacher(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",
+                     progress: bool = False, verbose: bool = True, shipped: bool = True,
+                     **train_overrides: Any) -> TutorialRun:
+    """Train the chapter's teacher (or a student without KD, ``role="student"``) on synthetic ``kind``
+    scenes, or load it from the cache or the teacher store (``shipped``); evaluate it on the held-out split
+    (:func:`report_split`)."""
+    s = detector_setup(profile, arch, kind, seed, role=role, progress=progress, verbose=verbose, **train_overrides)
+    return cached_run(s.model, s.key, s.train, s.eval_set, s.batch_size, s.device, verbose=verbose, shipped=shipped)
 
 
 def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
@@ -248,8 +307,9 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
     """
     from rskd_tutorial.distill import Distiller
 
-    root = synthetic_root(kind, profile, seed=0, progress=progress)
-    train_set, val_set = detection_splits(DetectionData(root=str(root)))
+    data = tutorial_data(kind, profile, progress=progress)
+    root = Path(data.root)
+    train_set, val_set = detection_splits(data, report_split(profile))
     spec = tutorial_spec(profile, arch, "student")
     cfg = tutorial_train_config(profile, arch, "student", seed, **train_overrides)
     device = profile.device
@@ -261,7 +321,7 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
     distiller = Distiller(student, teacher, make_losses(student, teacher), weights).to(device)
     key = run_key(f"{kind}-{arch}-{spec.backbone}-{name}", profile=profile.name, seed=seed,
                   config={"spec": asdict(spec), "train": asdict(cfg), "weights": dict(weights),
-                          "extra": dict(key_config or {}), "data": str(root.name)})
+                          "extra": dict(key_config or {}), "data": data_signature(root)})
 
     def train(run_dir: Path) -> None:
         fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,

@@ -47,7 +47,9 @@ from rskd_tutorial.recipes.detection import (
     cached_run,
     detection_splits,
     distill_student,
-    synthetic_root,
+    data_signature,
+    report_split,
+    tutorial_data,
     tutorial_spec,
     tutorial_train_config,
 )
@@ -279,8 +281,9 @@ def tutorial_amplifier(profile: Any, arch: str, teacher: TutorialRun, seed: int 
     Returns a ``TutorialRun`` whose ``model`` is the bare amplifier ``Detector`` (eval mode) and
     ``metrics`` its COCO metrics on the validation split.
     """
-    root = synthetic_root(kind, profile, seed=0, progress=progress)
-    train_set, val_set = detection_splits(DetectionData(root=str(root)))
+    data = tutorial_data(kind, profile, progress=progress)
+    root = Path(data.root)
+    train_set, val_set = detection_splits(data, report_split(profile))
     spec = tutorial_spec(profile, arch, "teacher")
     if epochs is not None:
         train_overrides.setdefault("epochs", epochs)
@@ -291,7 +294,7 @@ def tutorial_amplifier(profile: Any, arch: str, teacher: TutorialRun, seed: int 
     model = FrozenTrunk(amp).to(device)
     key = run_key(f"{kind}-{arch}-{spec.backbone}-ds2d2-amplifier", profile=profile.name, seed=seed,
                   config={"spec": asdict(spec), "train": asdict(cfg), "teacher": str(teacher.run_dir),
-                          "data": str(root.name)})
+                          "data": data_signature(root)})
 
     def train(run_dir: Path) -> None:
         fit_amplifier(amp, train_set, cfg, run_dir, resume=True, device=device, progress=progress, verbose=verbose)

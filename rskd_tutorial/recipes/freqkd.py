@@ -51,7 +51,8 @@ from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, tr
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, FitResult, TrainConfig, load_checkpoint, load_weights
 from rskd_tutorial.models.detectors import BACKBONES, Detector, build_detector
 from rskd_tutorial.models.vit import FeatureModel, ResNetTrunk, SimpleFeaturePyramid, ViTTrunk
-from rskd_tutorial.recipes.detection import TutorialRun, _evaluate_cached, cached_run, run_seconds, synthetic_root
+from rskd_tutorial.recipes.detection import (TutorialRun, _evaluate_cached, cached_run, data_signature, run_seconds,
+                                             synthetic_root)
 from rskd_tutorial.recipes.registry import Recipe, register
 from rskd_tutorial.spectral import band_divergence, bootstrap_ci, divergence_ratio
 
@@ -613,7 +614,7 @@ def tutorial_teacher(profile: Any, seed: int = 0, *, progress: bool = False, ver
     torch.manual_seed(seed)
     det = detector_from_trunk(build_trunk(spec), train_set.num_classes, head, spec.img_size).to(device)
     key = run_key("rgbir-vit-teacher", profile=profile.name, seed=seed,
-                  config={"spec": asdict(spec), "head": asdict(head), "train": asdict(cfg), "data": root.name})
+                  config={"spec": asdict(spec), "head": asdict(head), "train": asdict(cfg), "data": data_signature(root)})
 
     def train(run_dir: Path) -> None:
         fit(det, train_set, cfg, run_dir, collate_fn=_collate_detection(), resume=True, device=device,

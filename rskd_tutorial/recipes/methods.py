@@ -102,11 +102,10 @@ def balanced_weights(profile: Any, arch: str, teacher: nn.Module, methods: Seque
     from rskd_tutorial.data import collate_detection
     from rskd_tutorial.distill import Distiller
     from rskd_tutorial.engine import seed_everything, to_device
-    from rskd_tutorial.recipes.detection import (DetectionData, build_from_spec, detection_splits, synthetic_root,
-                                                 tutorial_spec)
+    from rskd_tutorial.recipes.detection import build_from_spec, detection_splits, tutorial_data, tutorial_spec
 
     device = profile.device
-    train_set, _ = detection_splits(DetectionData(root=str(synthetic_root(kind, profile, progress=False))))
+    train_set, _ = detection_splits(tutorial_data(kind, profile))
     batch = to_device(collate_detection([train_set[i] for i in range(profile.detection.batch_size)]), device)
     seed_everything(seed)
     fresh = build_from_spec(tutorial_spec(profile, arch, "student"), train_set.num_classes).to(device)

@@ -41,11 +41,12 @@ from rskd_tutorial.distill.scrkd import (
     scrkd_losses,
     stage_matching,
 )
-from rskd_tutorial.engine import cache_dir, evaluate_saliency, fit, run_key, train_or_load
+from rskd_tutorial.engine import cache_dir, evaluate_saliency, fit, run_key, seed_everything, train_or_load
+from rskd_tutorial.engine.cache import SHIPPED_RECORD
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, RunExistsError, TrainConfig, load_checkpoint, load_weights
 from rskd_tutorial.models.saliency import build_saliency_model
 from rskd_tutorial.models.utils import load_state_strict
-from rskd_tutorial.recipes.detection import TutorialRun, run_seconds
+from rskd_tutorial.recipes.detection import TutorialRun, TutorialSetup, data_signature, run_seconds
 from rskd_tutorial.recipes.registry import Recipe, register
 
 METRIC_KEYS = ("MAE", "maxF", "Sm", "maxEm")
@@ -184,6 +185,8 @@ def evaluate_cached(run_dir: Path, model: nn.Module, test_set: Any, eval_size: i
     """SOD metrics with curves, stored in ``run_dir/eval.json`` beside ``final.pt`` (a cache hit does
     not re-evaluate)."""
     path, weights = Path(run_dir) / "eval.json", Path(run_dir) / FINAL_WEIGHTS
+    if not weights.is_file():
+        weights = Path(run_dir) / SHIPPED_RECORD
     if path.is_file() and weights.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
         return _metrics_from_json(json.loads(path.read_text()))
     metrics = evaluate_saliency(model, test_set, eval_size=eval_size, batch_size=batch_size, curves=True)
@@ -374,7 +377,7 @@ def saliency_root(profile: Any, seed: int = 0) -> Path:
 
     s = profile.saliency
     root = cache_dir() / "data" / f"saliency-{profile.name}-s{seed}"
-    return Path(write_scenes("saliency", root, n_train=s.train_images, n_val=s.test_images,
+    return Path(write_scenes("saliency", root, n_train=s.train_images, n_val=s.test_images, n_test=s.val_images,
                              size=max(s.resolutions), seed=seed, progress=False))
 
 
@@ -403,26 +406,36 @@ def _data(profile: Any, seed: int = 0) -> SaliencyData:
     return SaliencyData(root=str(saliency_root(profile, seed)), eval_size=profile.saliency.eval_size, name="synthetic")
 
 
-def tutorial_sod_model(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int = 0,
-                       role: str = "teacher", progress: bool = False, verbose: bool = False,
-                       **train_overrides: Any) -> TutorialRun:
-    """Train (or load from the cache) a plain SOD net at ``resolution`` on the chapter's synthetic
-    scenes, evaluated on the test images at that resolution, metrics at the profile's ``eval_size``."""
+def sod_setup(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int = 0, role: str = "teacher",
+              progress: bool = False, verbose: bool = False, **train_overrides: Any) -> tuple[TutorialSetup, int]:
+    """The untrained SOD net of :func:`tutorial_sod_model`, its key and training closure, and the
+    evaluation resolution."""
     data = _data(profile)
     train_set, test_set = saliency_splits(data, resolution, resolution)
     spec, cfg = tutorial_spec(profile, arch), tutorial_train_config(profile, role, seed, **train_overrides)
     device = profile.device
+    seed_everything(seed)
     model = build_model(spec).to(device)
     key = run_key(f"saliency-{arch}-{spec.backbone}-{resolution}px-{role}", profile=profile.name, seed=seed,
-                  config={"spec": asdict(spec), "train": asdict(cfg), "data": Path(data.root).name})
+                  config={"spec": asdict(spec), "train": asdict(cfg), "data": data_signature(data.root)})
 
     def train(run_dir: Path) -> None:
         fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    model, run_dir, loaded = train_or_load(model, key, train, verbose=verbose)
-    model.to(device).eval()
-    metrics = evaluate_cached(run_dir, model, test_set, data.eval_size, cfg.batch_size)
+    return TutorialSetup(model, key, train, test_set, cfg.batch_size, device), data.eval_size
+
+
+def tutorial_sod_model(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int = 0,
+                       role: str = "teacher", progress: bool = False, verbose: bool = False, shipped: bool = True,
+                       **train_overrides: Any) -> TutorialRun:
+    """Train (or load from the cache or the teacher store) a plain SOD net at ``resolution`` on the chapter's
+    synthetic scenes, evaluated on the test images at that resolution, metrics at the profile's ``eval_size``."""
+    s, eval_size = sod_setup(profile, resolution, arch=arch, seed=seed, role=role, progress=progress,
+                             verbose=verbose, **train_overrides)
+    model, run_dir, loaded = train_or_load(s.model, s.key, s.train, verbose=verbose, shipped=shipped)
+    model.to(s.device).eval()
+    metrics = evaluate_cached(run_dir, model, s.eval_set, eval_size, s.batch_size)
     return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra={"resolution": resolution})
 
 
@@ -455,7 +468,7 @@ def tutorial_distill(profile: Any, teacher: nn.Module, teacher_res: int, student
     distiller.to(device)
     key = run_key(f"saliency-{arch}-{spec.backbone}-{name}-{teacher_res}to{student_res}", profile=profile.name,
                   seed=seed, config={"spec": asdict(spec), "train": asdict(cfg), "kd": described,
-                                     "data": Path(data.root).name})
+                                     "data": data_signature(data.root)})
 
     def train(run_dir: Path) -> None:
         fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
@@ -478,7 +491,7 @@ def tutorial_cascade(profile: Any, teacher: nn.Module, *, arch: str = "pspnet", 
     coefficients = coefficients or SCRKD_COEFFICIENTS["pspnet"]
     key = run_key(f"saliency-{arch}-{spec.backbone}-cascade-{t}to{a}to{s}", profile=profile.name, seed=seed,
                   config={"spec": asdict(spec), "train": asdict(cfg), "coefficients": asdict(coefficients),
-                          "data": Path(data.root).name})
+                          "data": data_signature(data.root)})
     device = profile.device
     result = cascade(t, a, s, teacher=teacher.to(device), make_student=lambda: build_model(spec, disentangle=True).to(device),
                      train_set=train_set, config=cfg, out_dir=cache_dir() / key, coefficients=coefficients,

@@ -18,11 +18,12 @@ from .plot import plot_optical, plot_rgbir, plot_saliency, plot_sar, plot_scenes
 from .rgbir import RGBIR_CLASSES, rgbir_scene
 from .saliency import SaliencySceneSpec, saliency_scene
 from .sar import SAR_AMPLITUDE_GAIN, SAR_CLASSES, gamma_speckle, sar_scene, sar_to_uint8
-from .writer import KINDS, MANIFEST, eval_split, render_scene, synth_main, write_scenes
+from .writer import KINDS, MANIFEST, SPLIT_CODES, eval_split, render_scene, split_seeds, synth_main, third_split, write_scenes
 
 __all__ = [
     "KINDS", "MANIFEST", "OPTICAL_CLASSES", "RGBIR_CLASSES", "SAR_AMPLITUDE_GAIN", "SAR_CLASSES",
     "SaliencySceneSpec", "eval_split", "gamma_speckle", "image_seed", "optical_scene", "plot_optical",
     "plot_rgbir", "plot_saliency", "plot_sar", "plot_scenes", "render_scene", "rgbir_scene",
-    "saliency_scene", "sar_scene", "sar_to_uint8", "synth_main", "write_scenes",
+    "saliency_scene", "sar_scene", "sar_to_uint8", "synth_main", "write_scenes", "SPLIT_CODES", "split_seeds",
+    "third_split",
 ]

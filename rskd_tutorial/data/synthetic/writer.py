@@ -39,7 +39,7 @@ from .rgbir import RGBIR_CLASSES, rgbir_scene
 from .saliency import saliency_scene
 from .sar import SAR_CLASSES, sar_scene, sar_to_uint8
 
-__all__ = ["KINDS", "MANIFEST", "write_scenes", "synth_main", "render_scene"]
+__all__ = ["KINDS", "MANIFEST", "SPLIT_CODES", "write_scenes", "synth_main", "render_scene", "split_seeds", "third_split"]
 
 KINDS: tuple[str, ...] = ("optical", "sar", "rgbir", "saliency")
 MANIFEST = "synth_manifest.json"
@@ -57,6 +57,24 @@ _POOL_MIN_IMAGES = 64
 def eval_split(kind: str) -> str:
     """The evaluation split's name: ``test`` for saliency (as ORSSD), ``val`` otherwise."""
     return "test" if kind == "saliency" else "val"
+
+
+def third_split(kind: str) -> str:
+    """The held-out split written when ``n_test > 0``: ``val`` for saliency (ORSSD has train/test only), ``test``
+    otherwise. Together with :func:`eval_split` every kind gets train / val / test."""
+    return "val" if kind == "saliency" else "test"
+
+
+SPLIT_CODES = {"train": 0, "eval": 1, "third": 2}   # image i of a split has seed image_seed(seed, code, i)
+
+
+def split_seeds(kind: str, seed: int, n_train: int, n_val: int, n_test: int = 0) -> dict[str, list[int]]:
+    """The per-image scene seeds of each split ``write_scenes`` writes (split name -> seeds)."""
+    out = {"train": [image_seed(seed, SPLIT_CODES["train"], i) for i in range(n_train)],
+           eval_split(kind): [image_seed(seed, SPLIT_CODES["eval"], i) for i in range(n_val)]}
+    if n_test:
+        out[third_split(kind)] = [image_seed(seed, SPLIT_CODES["third"], i) for i in range(n_test)]
+    return out
 
 
 def _save(arr: np.ndarray, path: Path, fmt: str) -> None:
@@ -133,10 +151,14 @@ def _coco(kind: str, records: list[dict]) -> dict:
             "annotations": anns, "categories": cats}
 
 
-def _manifest(kind: str, n_train: int, n_val: int, size: int, seed: int, image_format: str, kw: dict) -> dict:
-    return {"generator": "rskd_tutorial.data.synthetic", "format_version": FORMAT_VERSION, "kind": kind,
-            "n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "image_format": image_format,
-            "kind_kwargs": {k: kw[k] for k in sorted(kw)}}
+def _manifest(kind: str, n_train: int, n_val: int, size: int, seed: int, image_format: str, kw: dict,
+              n_test: int = 0) -> dict:
+    out = {"generator": "rskd_tutorial.data.synthetic", "format_version": FORMAT_VERSION, "kind": kind,
+           "n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "image_format": image_format,
+           "kind_kwargs": {k: kw[k] for k in sorted(kw)}}
+    if n_test:
+        out["n_test"] = n_test
+    return out
 
 
 def _is_complete(out: Path, manifest: dict) -> bool:
@@ -149,7 +171,7 @@ def _is_complete(out: Path, manifest: dict) -> bool:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
     kind = manifest["kind"]
-    splits = ("train", eval_split(kind))
+    splits = ("train", eval_split(kind)) + ((third_split(kind),) if manifest.get("n_test") else ())
     if kind == "saliency":
         return all((out / s / "images").is_dir() and (out / s / "masks").is_dir() for s in splits)
     return all((out / "annotations" / f"instances_{s}.json").is_file() for s in splits)
@@ -157,8 +179,12 @@ def _is_complete(out: Path, manifest: dict) -> bool:
 
 def write_scenes(kind: str, out_dir: str | os.PathLike, *, n_train: int, n_val: int, size: int, seed: int = 0,
                  workers: int | None = None, progress: bool = True, image_format: str = "auto",
-                 **kind_kwargs: Any) -> Path:
-    """Write ``n_train`` training and ``n_val`` evaluation scenes of ``kind`` to ``out_dir``.
+                 n_test: int = 0, **kind_kwargs: Any) -> Path:
+    """Write ``n_train`` training and ``n_val`` evaluation scenes of ``kind`` to ``out_dir``, and
+    ``n_test`` held-out scenes as a third split (``test``; ``val`` for saliency, see :func:`third_split`).
+
+    Splits never share a scene: image ``i`` of a split is rendered from ``image_seed(seed, code, i)``
+    with a different ``code`` per split (:data:`SPLIT_CODES`, :func:`split_seeds`).
 
     ``kind`` is one of ``optical | sar | rgbir | saliency``; ``kind_kwargs`` go to the scene
     function (``looks``/``inshore`` for sar, ``night`` for rgbir, ``empty_prob``/``density`` ...).
@@ -179,12 +205,13 @@ def write_scenes(kind: str, out_dir: str | os.PathLike, *, n_train: int, n_val: 
     bad = set(kind_kwargs) - _KIND_KWARGS[kind]
     if bad:
         raise TypeError(f"{kind} scenes take no argument(s) {sorted(bad)}; allowed: {sorted(_KIND_KWARGS[kind])}")
-    if n_train < 0 or n_val < 0 or size < 8:
-        raise ValueError(f"need n_train, n_val >= 0 and size >= 8 (got {n_train}, {n_val}, {size})")
+    if n_train < 0 or n_val < 0 or n_test < 0 or size < 8:
+        raise ValueError(f"need n_train, n_val, n_test >= 0 and size >= 8 (got {n_train}, {n_val}, {n_test}, {size})")
     if image_format not in ("auto", "png"):
         raise ValueError(f"image_format must be 'auto' or 'png', got {image_format!r}")
     out = Path(out_dir).absolute()
-    manifest = _manifest(kind, int(n_train), int(n_val), int(size), int(seed), image_format, dict(kind_kwargs))
+    manifest = _manifest(kind, int(n_train), int(n_val), int(size), int(seed), image_format, dict(kind_kwargs),
+                         int(n_test))
     if _is_complete(out, manifest):
         return out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
@@ -193,7 +220,9 @@ def write_scenes(kind: str, out_dir: str | os.PathLike, *, n_train: int, n_val: 
             f"refusing to replace it - choose another directory or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    splits = [("train", 0, int(n_train)), (eval_split(kind), 1, int(n_val))]
+    splits = [("train", SPLIT_CODES["train"], int(n_train)), (eval_split(kind), SPLIT_CODES["eval"], int(n_val))]
+    if n_test:
+        splits.append((third_split(kind), SPLIT_CODES["third"], int(n_test)))
     try:
         jobs = []
         for split, code, n in splits:

@@ -73,7 +73,11 @@ def test_bad_arguments_and_missing_weights_file(tmp_path):
     with pytest.raises(ValueError, match="arch must be one of"):
         build_detector("yolo", "resnet18", 2)
     with pytest.raises(ValueError, match="backbone must be one of"):
-        build_detector("retinanet", "vgg16", 2)
+        build_detector("retinanet", "not_a_network", 2)
+    with pytest.raises(ValueError, match="cannot tap"):
+        build_detector("retinanet", "vit_tiny_patch16_224", 2)   # no stride-4 map
+    with pytest.raises(ValueError, match="trained from scratch"):
+        build_detector("retinanet", "regnetx_002", 2, pretrained_backbone=tmp_path / "x.pth")
     with pytest.raises(FileNotFoundError, match="download the torchvision checkpoint"):
         build_detector("retinanet", "resnet18", 2, pretrained_backbone=tmp_path / "none.pth")
 

@@ -78,12 +78,21 @@ def test_baseline_rows_use_dipkds_levels(monkeypatch):
 
     seen: dict = {}
     monkeypatch.setattr(methods, "baseline_student", lambda *a, **k: seen.update(k, args=a) or "row")
-    assert tutorial_baseline("P", "faster_rcnn", "T", "fgd") == "row"
+    from types import SimpleNamespace
+
+    def run(arch, levels):
+        return SimpleNamespace(model=SimpleNamespace(arch=arch, levels=levels))
+
+    paper_frcnn, paper_retina = ("p2", "p3", "p4", "p5", "p6"), ("p3", "p4", "p5", "p6", "p7")
+    assert tutorial_baseline("P", "faster_rcnn", run("faster_rcnn", paper_frcnn), "fgd") == "row"
     assert seen["levels"] == ["p2", "p3", "p4", "p5"] and seen["args"][3] == "fgd" and seen["kind"] == "sar"
-    tutorial_baseline("P", "retinanet", "T", "mgd")
+    tutorial_baseline("P", "retinanet", run("retinanet", paper_retina), "mgd")
     assert seen["levels"] == ["p3", "p4", "p5", "p6"]
+    # the tutorial scale's P2-P5 pyramid: every level but the coarsest, as the official rule
+    tutorial_baseline("P", "retinanet", run("retinanet", ("p2", "p3", "p4", "p5")), "mgd")
+    assert seen["levels"] == ["p2", "p3", "p4"]
     with pytest.raises(ValueError, match="method"):
-        tutorial_baseline("P", "retinanet", "T", "cwd")
+        tutorial_baseline("P", "retinanet", run("retinanet", paper_retina), "cwd")
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_odd_size_padding_conventions() -> None:
     assert hi[0, 0, :, 1, 1].tolist() == pytest.approx([e / 2, e / 2, e / 2])
     ll, (hi,) = haar_dwt(x, mode="symmetric")  # [[e, e], [e, e]]
     assert ll[0, 0, 1, 1].item() == pytest.approx(2 * e)
-    assert hi[0, 0, :, 1, 1].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert hi[0, 0, :, 1, 1].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)  # float32 filter rounding
     # without size, the synthesis returns the padded map: a zero row/column for mode="zero".
     full = haar_idwt(*haar_dwt(x, mode="zero"))
     assert full.shape == (1, 1, 4, 4)

@@ -50,7 +50,7 @@ Taught in chapter 3 (``book/03_dipkd.ipynb``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -64,7 +64,7 @@ from rskd_tutorial.models.outputs import ModelOutput
 from rskd_tutorial.spectral import max_haar_level, wavelet_denoise
 
 __all__ = [
-    "DEFAULT_LEVELS", "DIPKDConfig", "DIPKDLoss", "ReverseInformationTransfer", "SelectiveNoiseSuppression",
+    "DEFAULT_LEVELS", "DIPKDConfig", "dipkd_levels", "DIPKDLoss", "ReverseInformationTransfer", "SelectiveNoiseSuppression",
     "attention_maps", "dipkd_loss", "kld_masks",
 ]
 
@@ -377,6 +377,15 @@ class DIPKDLoss(nn.Module):
         return {k: float(v) * w[k] for k, v in self.last_terms.items()}
 
 
+def dipkd_levels(detector: nn.Module) -> list[str]:
+    """The FPN levels DIPKD distils on ``detector``: the official ones (:data:`DEFAULT_LEVELS`, every level
+    but the coarsest) when the detector has them, else the same rule on its own pyramid (the tutorial
+    scale's P2-P5 gives P2-P4)."""
+    official = list(DEFAULT_LEVELS[detector.arch])
+    have = list(detector.levels)
+    return official if all(lv in have for lv in official) else have[:-1] or have
+
+
 def dipkd_loss(student: nn.Module, teacher: nn.Module, config: DIPKDConfig | None = None, *,
                generator: torch.Generator | None = None) -> DIPKDLoss:
     """A :class:`DIPKDLoss` for two :class:`~rskd_tutorial.models.detectors.Detector` s of one
@@ -385,6 +394,8 @@ def dipkd_loss(student: nn.Module, teacher: nn.Module, config: DIPKDConfig | Non
     cfg = config or DIPKDConfig()
     if student.arch != teacher.arch:
         raise ValueError(f"student ({student.arch}) and teacher ({teacher.arch}) must share the architecture")
+    if cfg.levels is None:
+        cfg = replace(cfg, levels=tuple(dipkd_levels(student)))
     net = student.net
     if student.arch == "faster_rcnn":
         head: nn.Module = net.rpn.head

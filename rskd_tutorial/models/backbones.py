@@ -43,6 +43,8 @@ class TimmFPN(nn.Module):
         super().__init__()
         import timm
 
+        if not timm.is_model(name):
+            raise ValueError(f"backbone must be one of {_TORCHVISION_RESNETS} or a timm model name, got {name!r}")
         probe = timm.create_model(name, pretrained=False, features_only=True)
         reductions = list(probe.feature_info.reduction())
         missing = [s for s in strides if s not in reductions]

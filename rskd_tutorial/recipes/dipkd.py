@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from rskd_tutorial.distill.base import Distiller
-from rskd_tutorial.distill.dipkd import DEFAULT_LEVELS, DIPKDConfig, dipkd_loss
+from rskd_tutorial.distill.dipkd import DIPKDConfig, dipkd_levels, dipkd_loss
 from rskd_tutorial.engine import evaluate_detection, fit
 from rskd_tutorial.engine.train import TrainConfig
 from rskd_tutorial.models.utils import load_state_strict
@@ -162,4 +162,4 @@ def tutorial_baseline(profile: Any, arch: str, teacher: TutorialRun, method: str
     if method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
     return baseline_student(profile, arch, teacher, method, kind=kind, seed=seed,
-                            levels=list(DEFAULT_LEVELS[arch]), **kwargs)
+                            levels=dipkd_levels(teacher.model), **kwargs)

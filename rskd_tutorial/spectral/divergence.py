@@ -289,9 +289,11 @@ def band_energy_concentration(
                 raise ValueError(f"mask {name!r} must have values in [0, 1]")
             m_half = F.avg_pool2d(m[:, None], 2, ceil_mode=True)[:, 0]  # mean over each coefficient's cells
             row = {"area": float(m.mean())}
+            # a band holding less than 1e-12 of the map's energy is rounding noise of the transform: no energy
+            floor = 1e-12 * float(energy["all"].sum())
             for band, e in energy.items():
                 mb = m if band == "all" else m_half
                 total, area = float(e.sum()), float(mb.mean())
-                row[band] = float((e * mb).sum()) / total / area if total > 0 and area > 0 else math.nan
+                row[band] = float((e * mb).sum()) / total / area if total > floor and area > 0 else math.nan
             out[name] = row
     return out

@@ -1,0 +1,94 @@
+"""Results records: every chapter run writes ``book/results/<NN>_<name>.json``, one row per table row.
+
+Chapter 6 and the tests read these files instead of re-training, so a chapter's printed table and its
+JSON must come from the same rows: build the rows with :func:`result_row`, show them with
+:func:`rows_table`, store them with :func:`write_results`. A row::
+
+    {"task": "optical-detection", "model": "retinanet-regnetx_002", "role": "kd", "method": "fitnet",
+     "metric": "AP50", "split": "test", "seeds": [0, 1, 2], "values": [30.1, 29.4, 31.0],
+     "mean": 30.17, "sd": 0.80, "steps": 460, "train_seconds": 150.0, "loaded": false, "extra": {...}}
+
+``role`` is ``teacher``, ``student`` (alone, no KD), ``kd`` or ``other``; ``sd`` is the sample standard
+deviation over seeds (0 for one seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ROLES", "TASKS", "result_row", "results_path", "rows_table", "write_results", "read_results"]
+
+ROLES = ("teacher", "student", "kd", "other")
+TASKS = ("optical-detection", "sar-detection", "rgb-detection", "ir-detection", "saliency")
+
+
+def result_row(task: str, model: str, role: str, method: str, metric: str, values: Sequence[float],
+               seeds: Sequence[int], *, split: str = "test", steps: int | None = None,
+               train_seconds: float | None = None, loaded: bool = False,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One table row over seeds: per-seed ``values`` with their mean and sample standard deviation."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    values = [float(v) for v in values]
+    if not values or len(values) != len(seeds):
+        raise ValueError(f"need one value per seed, got {len(values)} values for seeds {list(seeds)}")
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"task": task, "model": model, "role": role, "method": method, "metric": metric, "split": split,
+            "seeds": [int(s) for s in seeds], "values": values, "mean": mean, "sd": sd, "steps": steps,
+            "train_seconds": train_seconds, "loaded": bool(loaded), "extra": dict(extra or {})}
+
+
+def results_path(chapter: str, name: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<NN>_<name>.json``; ``root`` defaults to ``$RSKD_RESULTS``, else ``results/`` when run from
+    ``book/`` (a chapter), else ``book/results/``."""
+    if not (len(chapter) == 2 and chapter.isdigit()):
+        raise ValueError(f"chapter must be two digits ('00' ... '06'), got {chapter!r}")
+    if root is None:
+        env = os.environ.get("RSKD_RESULTS")
+        root = Path(env) if env else (Path("results") if Path.cwd().name == "book" else Path("book") / "results")
+    return Path(root) / f"{chapter}_{name}.json"
+
+
+def write_results(chapter: str, name: str, rows: Sequence[Mapping[str, Any]], *, profile: str, device: str,
+                  root: str | os.PathLike | None = None) -> Path:
+    """Write a chapter's rows (atomically) and return the path."""
+    path = results_path(chapter, name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"chapter": chapter, "profile": profile, "device": device, "rows": [dict(r) for r in rows]}
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every results file under ``root`` (default as :func:`results_path`), sorted by file name."""
+    folder = results_path("00", "x", root).parent
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("[0-9][0-9]_*.json"))]
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]], precision: int = 1) -> Any:
+    """The rows as a DataFrame: mean +- sd, the difference to the student alone of the same task and model
+    family, and the per-seed values (what a chapter displays)."""
+    import pandas as pd
+
+    students = {(r["task"], r["metric"]): r["mean"] for r in rows if r["role"] == "student"}
+    out = []
+    for r in rows:
+        base = students.get((r["task"], r["metric"]))
+        out.append({"task": r["task"], "model": r["model"], "role": r["role"], "method": r["method"],
+                    r["metric"]: f"{r['mean']:.{precision}f} ± {r['sd']:.{precision}f}" if len(r["values"]) > 1
+                    else f"{r['mean']:.{precision}f}",
+                    "Δ vs student": None if base is None or r["role"] in ("student", "teacher")
+                    else round(r["mean"] - base, precision),
+                    "seeds": len(r["seeds"]),
+                    "per seed": ", ".join(f"{v:.{precision}f}" for v in r["values"])})
+    return pd.DataFrame(out)

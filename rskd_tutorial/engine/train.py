@@ -433,7 +433,7 @@ def fit(
             find_unused_parameters=config.find_unused_parameters,
         )
     log = _MetricLog(out_dir, enabled=main)
-    t_start, images_seen = time.perf_counter(), 0
+    t_start, images_seen, start_step = time.perf_counter(), 0, step
     final_metrics: dict[str, float] = {}
     epoch = start_epoch
     try:
@@ -475,8 +475,10 @@ def fit(
                     bar.set_postfix(loss=f"{values['loss']:.3f}")
                 if max_steps is not None and step >= max_steps:
                     break
+            epoch_seconds = time.perf_counter() - t_epoch
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step,
-                                      "seconds": round(time.perf_counter() - t_epoch, 3)}
+                                      "seconds": round(epoch_seconds, 3),
+                                      "s_per_step": round(epoch_seconds / max(n_batches, 1), 4)}
             record.update({k: v / max(n_batches, 1) for k, v in sums.items()})
             last = epoch + 1 == config.epochs or (max_steps is not None and step >= max_steps)
             if evaluate is not None and main and ((epoch + 1) % config.eval_every == 0 or last):
@@ -496,12 +498,15 @@ def fit(
                 if verbose:
                     shown = " ".join(f"{k[4:]} {v:.3f}" for k, v in record.items() if k.startswith("val_"))
                     print(f"epoch {epoch + 1}/{config.epochs}  loss {record.get('loss', float('nan')):.4f}  "
-                          f"{shown}  ({record['seconds']:.1f} s)".rstrip())
+                          f"{shown}  ({record['seconds']:.1f} s, {record['s_per_step']:.2f} s/step)".rstrip())
             if distributed:
                 dist.barrier()
             if max_steps is not None and step >= max_steps:
                 break
         seconds = time.perf_counter() - t_start
+        if main and verbose and history:
+            print(f"trained {step - start_step} steps ({step} in all) in {seconds:.0f} s: "
+                  f"{seconds / max(step - start_step, 1):.2f} s/step incl. evaluation")
         if main:
             atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "config": asdict(config)},
                         out_dir / FINAL_WEIGHTS)

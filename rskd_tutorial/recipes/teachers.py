@@ -40,15 +40,15 @@ class TeacherEntry:
     architecture: str
     chapters: tuple[str, ...]
     metric: str                    # AP50 (percent) | S
-    setup: Callable[[Any, bool], TutorialSetup]          # (profile, fresh_data) -> setup
+    setup: Callable[[Any, bool], TutorialSetup]          # (profile, progress) -> setup
     measure: Callable[[TutorialSetup], dict[str, float]]  # metrics of setup.model on setup.eval_set
 
 
 def _detector_entry(kind: str, arch: str, chapters: tuple[str, ...]) -> TeacherEntry:
     from rskd_tutorial.recipes.detection import detector_setup
 
-    def setup(profile: Any, fresh: bool) -> TutorialSetup:
-        return detector_setup(profile, arch, kind, 0, role="teacher", verbose=False)
+    def setup(profile: Any, progress: bool) -> TutorialSetup:
+        return detector_setup(profile, arch, kind, 0, role="teacher", verbose=False, progress=progress)
 
     def measure(s: TutorialSetup) -> dict[str, float]:
         from rskd_tutorial.engine import evaluate_detection
@@ -66,9 +66,9 @@ def _saliency_entry(which: int, chapters: tuple[str, ...]) -> TeacherEntry:
     role = ("teacher", "assistant")[which]
     holder: dict[str, int] = {}
 
-    def setup(profile: Any, fresh: bool) -> TutorialSetup:
+    def setup(profile: Any, progress: bool) -> TutorialSetup:
         res = profile.saliency.resolutions[which]
-        s, holder["eval_size"] = sod_setup(profile, res, role="teacher")
+        s, holder["eval_size"] = sod_setup(profile, res, role="teacher", progress=progress)
         return s
 
     def measure(s: TutorialSetup) -> dict[str, float]:
@@ -117,7 +117,7 @@ def ship_teachers(profile: Any, names: Sequence[str] | None = None, *, retrain: 
         known = [e.name for e in catalog(profile)]
         raise ValueError(f"unknown teacher(s) {sorted(set(names) - set(known))}; the catalog holds {known}")
     for i, entry in enumerate(entries, 1):
-        s = entry.setup(profile, False)
+        s = entry.setup(profile, progress)
         old = find_shipped(s.key)
         if old is not None and not retrain:
             log(f"[{i}/{len(entries)}] {entry.name}: shipped and up to date ({entry.metric} {old['value']:.3g})")
@@ -163,7 +163,7 @@ def check_teachers(profile_name: str | None = None, *, log: Callable[[str], None
                 if entry is None:
                     problems.append(f"{rec['name']} ({rec['profile']}): not in the catalog")
                     continue
-                s = entry.setup(profile, True)
+                s = entry.setup(profile, False)
                 if s.key != rec["config_key"]:
                     problems.append(f"{rec['name']} ({rec['profile']}): its record's config key {rec['config_key']} "
                                     f"is not the chapters' key {s.key} (re-run `rskd teachers --profile {rec['profile']}`)")
@@ -235,7 +235,7 @@ def teachers_main(argv: Sequence[str] | None = None) -> int:
             print(f"rskd teachers: {msg}", file=sys.stderr)
         return 2 if problems else 0
     profile = get_profile(a.profile)
-    records = ship_teachers(profile, a.only, retrain=a.retrain, log=quiet)
+    records = ship_teachers(profile, a.only, retrain=a.retrain, log=quiet, progress=not a.json)
     if a.json:
         print(json.dumps([_summary(r) for r in records], indent=1))
     return 0

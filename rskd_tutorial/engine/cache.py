@@ -37,6 +37,15 @@ def run_key(name: str, *, profile: str, seed: int, config: Mapping[str, Any] | N
 SHIPPED_RECORD = "shipped.json"   # in a run folder whose weights came from the teacher store
 
 
+def run_weights(run_dir: Path) -> Path | None:
+    """What holds a finished run's weights: ``final.pt``, else the teacher-store record it was loaded from
+    (``shipped.json``), else ``None``. Caches beside the weights (evaluation results) compare against it."""
+    for name in (FINAL_WEIGHTS, SHIPPED_RECORD):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
 def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, strict: bool = True,
                   verbose: bool = True, shipped: bool = True) -> tuple[nn.Module, Path, bool]:
     """Load ``model``'s weights from the cached run ``key`` if it finished, else from the teacher store

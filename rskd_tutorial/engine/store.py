@@ -29,12 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RECORD_KEYS", "ShippedTeacherError", "find_shipped", "hardware", "git_commit", "load_shipped",
+__all__ = ["ShippedTeacherError", "find_shipped", "hardware", "git_commit", "load_shipped",
            "save_shipped", "shipped_records", "shipped_root", "file_sha256"]
-
-RECORD_KEYS = ("name", "task", "architecture", "profile", "config_key", "seed", "steps", "train_seconds",
-               "hardware", "package_version", "git_commit", "metric", "value", "split", "file", "bytes", "sha256")
-
 
 class ShippedTeacherError(RuntimeError):
     """A shipped teacher file that does not match its record or its model."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
 
-__all__ = ["TUTORIAL_STRIDES", "TimmFPN", "is_timm_backbone"]
+__all__ = ["TUTORIAL_STRIDES", "TimmFPN", "is_timm_backbone", "timm_features"]
 
 TUTORIAL_STRIDES: tuple[int, ...] = (4, 8, 16, 32)   # P2-P5
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -28,6 +28,21 @@ _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 def is_timm_backbone(name: str) -> bool:
     """True for a backbone name the tutorial scale builds with timm (anything but torchvision's ResNets)."""
     return name not in _TORCHVISION_RESNETS
+
+
+def timm_features(name: str, strides: Sequence[int]) -> nn.Module:
+    """timm ``name`` as a ``features_only`` network returning one map per entry of ``strides`` (random init);
+    a clear error when timm does not know ``name`` or the network has no map at one of the strides."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"backbone must be one of {_TORCHVISION_RESNETS} or a timm model name, got {name!r}")
+    reductions = list(timm.create_model(name, pretrained=False, features_only=True).feature_info.reduction())
+    missing = [s for s in strides if s not in reductions]
+    if missing:
+        raise ValueError(f"timm model {name!r} has feature strides {reductions}; cannot tap {missing}")
+    return timm.create_model(name, pretrained=False, features_only=True,
+                             out_indices=tuple(reductions.index(s) for s in strides))
 
 
 class TimmFPN(nn.Module):
@@ -41,17 +56,7 @@ class TimmFPN(nn.Module):
 
     def __init__(self, name: str, out_channels: int = 64, strides: Sequence[int] = TUTORIAL_STRIDES):
         super().__init__()
-        import timm
-
-        if not timm.is_model(name):
-            raise ValueError(f"backbone must be one of {_TORCHVISION_RESNETS} or a timm model name, got {name!r}")
-        probe = timm.create_model(name, pretrained=False, features_only=True)
-        reductions = list(probe.feature_info.reduction())
-        missing = [s for s in strides if s not in reductions]
-        if missing:
-            raise ValueError(f"timm model {name!r} has feature strides {reductions}; cannot tap {missing}")
-        indices = tuple(reductions.index(s) for s in strides)
-        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
+        self.body = timm_features(name, strides)
         self.fpn = FeaturePyramidNetwork(list(self.body.feature_info.channels()), out_channels)
         self.name = name
         self.strides = tuple(int(s) for s in strides)

@@ -270,15 +270,9 @@ class TimmEncoder(nn.Module):
 
     def __init__(self, name: str):
         super().__init__()
-        import timm
+        from rskd_tutorial.models.backbones import timm_features
 
-        probe = timm.create_model(name, pretrained=False, features_only=True)
-        reductions = list(probe.feature_info.reduction())
-        want = [2, 4, 8, 16, 32]
-        if any(r not in reductions for r in want):
-            raise ValueError(f"timm model {name!r} has feature strides {reductions}; a saliency encoder needs {want}")
-        self.body = timm.create_model(name, pretrained=False, features_only=True,
-                                      out_indices=tuple(reductions.index(r) for r in want))
+        self.body = timm_features(name, (2, 4, 8, 16, 32))
         self.channels = tuple(self.body.feature_info.channels())
 
     def forward(self, x: Tensor) -> list[Tensor]:

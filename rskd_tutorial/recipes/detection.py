@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything, train_or_load
-from rskd_tutorial.engine.cache import SHIPPED_RECORD
+from rskd_tutorial.engine.cache import SHIPPED_RECORD, run_weights
 from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
 from rskd_tutorial.recipes.registry import Recipe, register
@@ -215,11 +215,8 @@ class TutorialRun:
 
 def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: int) -> dict[str, float]:
     """Validation metrics, stored beside the weights so a cache hit does not re-evaluate."""
-    path = run_dir / "eval.json"
-    weights = run_dir / "final.pt"
-    if not weights.is_file():
-        weights = run_dir / SHIPPED_RECORD
-    if path.is_file() and weights.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+    path, weights = run_dir / "eval.json", run_weights(run_dir)
+    if path.is_file() and weights is not None and path.stat().st_mtime >= weights.stat().st_mtime:
         return json.loads(path.read_text())
     metrics = evaluate_detection(model, val_set, batch_size=batch_size)
     path.write_text(json.dumps(metrics))
@@ -259,6 +256,7 @@ class TutorialSetup:
     eval_set: Any
     batch_size: int
     device: torch.device
+    eval_size: int | None = None     # saliency: the resolution metrics are computed at
 
 
 def detector_setup(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",

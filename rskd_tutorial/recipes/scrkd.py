@@ -42,7 +42,7 @@ from rskd_tutorial.distill.scrkd import (
     stage_matching,
 )
 from rskd_tutorial.engine import cache_dir, evaluate_saliency, fit, run_key, seed_everything, train_or_load
-from rskd_tutorial.engine.cache import SHIPPED_RECORD
+from rskd_tutorial.engine.cache import run_weights
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, RunExistsError, TrainConfig, load_checkpoint, load_weights
 from rskd_tutorial.models.saliency import build_saliency_model
 from rskd_tutorial.models.utils import load_state_strict
@@ -184,10 +184,8 @@ def _metrics_from_json(metrics: Mapping[str, Any]) -> dict[str, Any]:
 def evaluate_cached(run_dir: Path, model: nn.Module, test_set: Any, eval_size: int, batch_size: int = 8) -> dict[str, Any]:
     """SOD metrics with curves, stored in ``run_dir/eval.json`` beside ``final.pt`` (a cache hit does
     not re-evaluate)."""
-    path, weights = Path(run_dir) / "eval.json", Path(run_dir) / FINAL_WEIGHTS
-    if not weights.is_file():
-        weights = Path(run_dir) / SHIPPED_RECORD
-    if path.is_file() and weights.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+    path, weights = Path(run_dir) / "eval.json", run_weights(run_dir)
+    if path.is_file() and weights is not None and path.stat().st_mtime >= weights.stat().st_mtime:
         return _metrics_from_json(json.loads(path.read_text()))
     metrics = evaluate_saliency(model, test_set, eval_size=eval_size, batch_size=batch_size, curves=True)
     path.write_text(json.dumps(_metrics_to_json(metrics)))
@@ -407,9 +405,8 @@ def _data(profile: Any, seed: int = 0) -> SaliencyData:
 
 
 def sod_setup(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int = 0, role: str = "teacher",
-              progress: bool = False, verbose: bool = False, **train_overrides: Any) -> tuple[TutorialSetup, int]:
-    """The untrained SOD net of :func:`tutorial_sod_model`, its key and training closure, and the
-    evaluation resolution."""
+              progress: bool = False, verbose: bool = False, **train_overrides: Any) -> TutorialSetup:
+    """The untrained SOD net of :func:`tutorial_sod_model`, its key, training closure and test set."""
     data = _data(profile)
     train_set, test_set = saliency_splits(data, resolution, resolution)
     spec, cfg = tutorial_spec(profile, arch), tutorial_train_config(profile, role, seed, **train_overrides)
@@ -423,7 +420,7 @@ def sod_setup(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int 
         fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
             progress=progress, verbose=verbose, keep_checkpoint=False)
 
-    return TutorialSetup(model, key, train, test_set, cfg.batch_size, device), data.eval_size
+    return TutorialSetup(model, key, train, test_set, cfg.batch_size, device, eval_size=data.eval_size)
 
 
 def tutorial_sod_model(profile: Any, resolution: int, *, arch: str = "pspnet", seed: int = 0,
@@ -431,11 +428,11 @@ def tutorial_sod_model(profile: Any, resolution: int, *, arch: str = "pspnet", s
                        **train_overrides: Any) -> TutorialRun:
     """Train (or load from the cache or the teacher store) a plain SOD net at ``resolution`` on the chapter's
     synthetic scenes, evaluated on the test images at that resolution, metrics at the profile's ``eval_size``."""
-    s, eval_size = sod_setup(profile, resolution, arch=arch, seed=seed, role=role, progress=progress,
-                             verbose=verbose, **train_overrides)
+    s = sod_setup(profile, resolution, arch=arch, seed=seed, role=role, progress=progress, verbose=verbose,
+                  **train_overrides)
     model, run_dir, loaded = train_or_load(s.model, s.key, s.train, verbose=verbose, shipped=shipped)
     model.to(s.device).eval()
-    metrics = evaluate_cached(run_dir, model, s.eval_set, eval_size, s.batch_size)
+    metrics = evaluate_cached(run_dir, model, s.eval_set, s.eval_size, s.batch_size)
     return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra={"resolution": resolution})
 
 

@@ -64,17 +64,14 @@ def _saliency_entry(which: int, chapters: tuple[str, ...]) -> TeacherEntry:
     from rskd_tutorial.recipes.scrkd import sod_setup
 
     role = ("teacher", "assistant")[which]
-    holder: dict[str, int] = {}
 
     def setup(profile: Any, progress: bool) -> TutorialSetup:
-        res = profile.saliency.resolutions[which]
-        s, holder["eval_size"] = sod_setup(profile, res, role="teacher", progress=progress)
-        return s
+        return sod_setup(profile, profile.saliency.resolutions[which], role="teacher", progress=progress)
 
     def measure(s: TutorialSetup) -> dict[str, float]:
         from rskd_tutorial.engine import evaluate_saliency
 
-        m = evaluate_saliency(s.model.to(s.device).eval(), s.eval_set, eval_size=holder["eval_size"],
+        m = evaluate_saliency(s.model.to(s.device).eval(), s.eval_set, eval_size=s.eval_size,
                               batch_size=s.batch_size)
         out = {k: float(v) for k, v in m.items() if isinstance(v, float)}
         out["S"] = out["Sm"]   # the S-measure (Fan et al. 2017), the book's headline saliency metric
@@ -157,7 +154,7 @@ def check_teachers(profile_name: str | None = None, *, log: Callable[[str], None
     with tempfile.TemporaryDirectory(prefix="rskd-check-") as tmp:
         os.environ["RSKD_CACHE"] = tmp      # fresh scenes, and no cached run can stand in for the file
         try:
-            for rec in records:
+            for i, rec in enumerate(records):
                 profile = get_profile(rec["profile"])
                 entry = {e.name: e for e in catalog(profile)}.get(rec["name"])
                 if entry is None:
@@ -182,8 +179,7 @@ def check_teachers(profile_name: str | None = None, *, log: Callable[[str], None
                 if not ok:
                     problems.append(f"{rec['name']} ({rec['profile']}): {rec['metric']} {value:.4g} differs from its "
                                     f"record {rec['value']:.4g} by more than {tol}")
-                records[records.index(next(r for r in records if r["name"] == rec["name"]
-                                           and r["profile"] == rec["profile"]))] = rec
+                records[i] = rec
         finally:
             if old_cache is None:
                 os.environ.pop("RSKD_CACHE", None)

@@ -44,7 +44,7 @@ book: $(VENV)/.installed-book
 	@echo "open _build/html/index.html"
 
 test: $(VENV)/.installed-test
-	RSKD_PROFILE=ci RSKD_CACHE=$$(mktemp -d) MPLBACKEND=Agg $(BIN)/python -m pytest tests book \
+	RSKD_PROFILE=ci RSKD_CACHE=$$(mktemp -d) RSKD_RESULTS=$$(mktemp -d) MPLBACKEND=Agg $(BIN)/python -m pytest tests book \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 clean:

@@ -175,7 +175,7 @@ _PROFILES: dict[str, Profile] = {
             image_size=192, train_images=1000, val_images=100, test_images=100,
             teacher_backbone="regnetx_002", student_backbone="regnetx_002", fpn_channels=64,
             anchor_factor=0.35, anchor_factor_faster_rcnn=0.25, head_convs=1, box_head_dim=256,
-            teacher_epochs=18, teacher_epochs_retinanet=30, student_epochs=4, batch_size=8,
+            teacher_epochs=18, teacher_epochs_retinanet=30, student_epochs=2, batch_size=8,
             lr_retinanet=2e-3, lr_faster_rcnn=2e-3, warmup_iters=50, optimizer="adamw", weight_decay=0.05,
             rois_per_image=128, rpn_proposals=300, amplifier_epochs=2,
         ),

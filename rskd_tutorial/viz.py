@@ -5,6 +5,8 @@
 * :func:`draw_boxes` / :func:`plot_detections` -- images with ground truth and predictions.
 * :func:`feature_grid` -- a row of feature maps (channel-mean magnitude) with a shared colour scale.
 * :func:`results_table` -- a pandas table of metrics, optionally x100 and with a reference column.
+* :func:`plot_kd_taps` -- the KD recipe as a diagram: which teacher and student taps each KD term reads.
+* :func:`plot_stage_pairs` -- SCRKD's diagram: which teacher stage each loss pairs with each student stage.
 """
 
 from __future__ import annotations
@@ -166,3 +168,66 @@ def results_table(rows: Mapping[str, Mapping[str, float]], *, columns: Sequence[
     if reference is not None:
         df[reference_name] = [reference.get(r, "") for r in df.index]
     return df
+
+
+def plot_stage_pairs(matching: Any, teacher_res: int, student_res: int, *, n_stages: int = 5,
+                     size: tuple[float, float] = (8.0, 3.2)) -> plt.Figure:
+    """SCRKD's diagram drawn from a stage rule (``distill.scrkd.StageMatching``): the frozen teacher's and
+    the student's decoder stages, and which teacher map each loss pairs with each student stage --
+    MVCD (the student's ``f_mv`` branch), MSFD (its fused ``f_ms`` branches, teacher stage
+    ``matching.teacher_stage(k, n)``) and DSD (the saliency heads)."""
+    fig, ax = plt.subplots(figsize=size)
+    yt, ys, w, h = 2.0, 0.0, 0.62, 0.5
+    for k in range(1, n_stages + 1):
+        for y, who, face in ((yt, "T", "#dde6f3"), (ys, "S", "#f3e6dd")):
+            ax.add_patch(plt.Rectangle((k - w / 2, y - h / 2), w, h, facecolor=face, edgecolor="k", lw=0.8))
+            ax.text(k, y, f"{who}: o$_{k}$", ha="center", va="center", fontsize=8)
+    mvcd = matching.mvcd_stages or tuple(range(1, n_stages + 1))
+    pairs = {"MVCD (correlations of f_mv)": [(k, k) for k in mvcd],
+             f"MSFD (fused f_ms, teacher stage k+{matching.msfd_offset})":
+                 [(k, matching.teacher_stage(k, n_stages)) for k in range(1, n_stages + 1)],
+             "DSD (saliency head k)": [(k, k) for k in range(1, n_stages + 1)]}
+    for (label, links), dx, color in zip(pairs.items(), (-0.2, 0.0, 0.2), _COLORS):
+        for i, (ks, kt) in enumerate(links):
+            ax.plot([ks + dx, kt + dx], [ys + h / 2, yt - h / 2], color=color, lw=1.4, label=label if i == 0 else None)
+    ax.text(0.25, yt, f"teacher\n{teacher_res} px\n(frozen)", ha="right", va="center", fontsize=8)
+    ax.text(0.25, ys, f"student\n{student_res} px", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-0.6, n_stages + 0.6)
+    ax.set_ylim(-0.6, 2.9)
+    ax.axis("off")
+    ax.legend(loc="upper center", ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.02))
+    ax.set_title(f"rule '{matching.name}': which teacher stage each SCRKD term reads", fontsize=9, pad=14)
+    return fig
+
+
+def plot_kd_taps(levels: Sequence[str], kd_losses: Mapping[str, Any], *, title: str = "",
+                 size: tuple[float, float] = (8.0, 3.2)) -> plt.Figure:
+    """The recipe of chapter 0 as a diagram drawn from the losses themselves: a frozen teacher and a
+    student (backbone, FPN levels ``levels``, head), and one connector per KD term at every tap it reads --
+    the FPN levels in its ``levels`` attribute (every level when it has none set), or the heads' outputs
+    for a term without a ``levels`` attribute (logit KD)."""
+    fig, ax = plt.subplots(figsize=size)
+    cols = ["backbone", *levels, "head"]
+    yt, ys, w, h = 2.0, 0.0, 0.7, 0.5
+    for x, name in enumerate(cols):
+        for y, face in ((yt, "#dde6f3"), (ys, "#f3e6dd")):
+            ax.add_patch(plt.Rectangle((x - w / 2, y - h / 2), w, h, facecolor=face, edgecolor="k", lw=0.8))
+            ax.text(x, y, name, ha="center", va="center", fontsize=8)
+    n = max(len(kd_losses), 1)
+    for i, (name, loss) in enumerate(kd_losses.items()):
+        read = getattr(loss, "levels", None)
+        taps = ["head"] if not hasattr(loss, "levels") else list(read) if read else list(levels)
+        dx = (i - (n - 1) / 2) * min(0.5 / n, 0.12)
+        color = _COLORS[i % len(_COLORS)]
+        for j, tap in enumerate(taps):
+            x = cols.index(tap) + dx
+            ax.plot([x, x], [ys + h / 2, yt - h / 2], color=color, lw=1.4, label=name if j == 0 else None)
+    ax.text(-0.55, yt, "teacher\n(frozen)", ha="right", va="center", fontsize=8)
+    ax.text(-0.55, ys, "student", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-1.5, len(cols) - 0.4)
+    ax.set_ylim(-0.6, 2.9)
+    ax.axis("off")
+    ax.legend(loc="upper center", ncol=min(len(kd_losses), 6), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.02))
+    if title:
+        ax.set_title(title, fontsize=9, pad=14)
+    return fig

@@ -63,3 +63,37 @@ def test_sod_curves_and_size_check():
     assert m["precision"].shape == (256,) and m["fmeasure"].max() == pytest.approx(m["maxF"])
     with pytest.raises(ValueError, match="differ in size"):
         saliency_metrics([np.zeros((4, 4))], [mask])
+
+
+def test_evaluate_detection_on_a_subset_scores_only_its_images():
+    from torch.utils.data import Subset
+
+    from rskd_tutorial.engine import evaluate_detection
+
+    gt = _gt([[(10, 10, 20, 20)], [(50, 40, 40, 50)]])
+
+    class Split(torch.utils.data.Dataset):
+        coco = gt
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):   # the image's pixels carry its id, so the oracle below can answer
+            return torch.full((3, 8, 8), float(i + 1)), {"image_id": i + 1}
+
+    class Oracle(torch.nn.Module):   # finds image 1's box, misses image 2's
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, images):
+            out = []
+            for im in images:
+                hit = int(im[0, 0, 0]) == 1
+                out.append({"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]] if hit else [[0.0, 0.0, 1.0, 1.0]]),
+                            "scores": torch.tensor([0.9]), "labels": torch.tensor([1])})
+            return out
+
+    assert evaluate_detection(Oracle(), Subset(Split(), [0]))["AP50"] == pytest.approx(1.0)
+    assert evaluate_detection(Oracle(), Subset(Split(), [1]))["AP50"] == pytest.approx(0.0)
+    assert evaluate_detection(Oracle(), Split())["AP50"] == pytest.approx(0.5, abs=0.01)

@@ -40,3 +40,29 @@ def test_balanced_weights_bring_every_term_near_the_detection_loss(tmp_path, mon
         assert 1 / math.sqrt(2.5) - 1e-6 <= weighted / info[m]["det"] <= math.sqrt(2.5) + 1e-6, (m, weights[m], info[m])
     capped, _ = balanced_weights(P, "retinanet", teacher, ("fitnet",), w_max=1e-9)
     assert capped["fitnet"] == 1e-9
+
+
+def test_step0_terms_do_not_depend_on_the_global_random_state(tmp_path, monkeypatch):
+    # the weights derived from them enter cache keys: a chapter and a warm-up script must get the same ones
+    import torch
+
+    from rskd_tutorial.recipes.dipkd import balanced_dipkd_weight
+    from rskd_tutorial.recipes.methods import step0_terms
+
+    monkeypatch.setenv("RSKD_CACHE", str(tmp_path))
+    P = get_profile("ci")
+    teacher = build_from_spec(tutorial_spec(P, "retinanet", "teacher"), 5).eval()
+    make = lambda s, t: baseline_losses("mgd", s, t)    # MGD draws a random mask
+    torch.manual_seed(123)
+    first = step0_terms(P, "retinanet", teacher, make)
+    torch.rand(1000)
+    torch.manual_seed(7)
+    assert step0_terms(P, "retinanet", teacher, make) == first
+    assert first[0]["mgd"] > 0 and first[1] > 0
+
+    class Run:   # a TutorialRun's two fields that balanced_dipkd_weight reads
+        model = build_from_spec(tutorial_spec(P, "faster_rcnn", "teacher"), 1).eval()
+        run_dir = tmp_path
+
+    w, info = balanced_dipkd_weight(P, "faster_rcnn", Run())
+    assert w == min(round_125(info["det"] / info["raw"]), 1000.0) and info["raw"] > 0

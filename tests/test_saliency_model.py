@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.models.saliency (methods/scrkd.md 1.2-1.3)."""
+"""Tests for rskd_tutorial.models.saliency (SCRKD's SOD networks, paper Sec. III-A and III-B)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.distill.scrkd and rskd_tutorial.recipes.scrkd (methods/scrkd.md 1.4-1.8)."""
+"""Tests for rskd_tutorial.distill.scrkd and rskd_tutorial.recipes.scrkd (SCRKD paper Sec. III-C to III-F)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.spectral.divergence (freqkd.md 1.6)."""
+"""Tests for rskd_tutorial.spectral.divergence (band-wise divergence and its bootstrap CIs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.spectral.fourier (freqkd.md 1.4)."""
+"""Tests for rskd_tutorial.spectral.fourier (the FFT band split used for FreqKD)."""
 
 from __future__ import annotations
 

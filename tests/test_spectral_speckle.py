@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.spectral.speckle (common.md 2.3)."""
+"""Tests for rskd_tutorial.spectral.speckle (speckle simulation and the ENL / SSI / SMPI metrics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rskd_tutorial.spectral.wavelet (common.md 1.1, ds2d2.md 1.3, dipkd.md 1.3(d))."""
+"""Tests for rskd_tutorial.spectral.wavelet (Haar DWT, DS2D2's high-frequency map, DIPKD's denoiser)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_high_frequency_map_closed_form_random() -> None:
 
 
 def _official_dipkd_denoise(x: np.ndarray) -> torch.Tensor:
-    """The released DIPKD NumPy pipeline (dipkd.md 1.3(d)), written from its description."""
+    """The released DIPKD NumPy pipeline (``mmdet/losses/kd.py`` of the official code), re-written here."""
     coeffs = pywt.wavedec2(x, "db1", level=3)
     out = [coeffs[0]]
     for cH, cV, cD in coeffs[1:]:

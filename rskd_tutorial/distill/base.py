@@ -11,12 +11,12 @@ targets)`` that returns a scalar tensor. ``student_out`` / ``teacher_out`` are t
 and image sizes are in ``.taps``), so no loss re-runs a model. A term may keep a dict of detached
 sub-terms in ``self.last_terms`` after each call; the Distiller logs them.
 
-**Teacher handling** (``methods/common.md`` 1.3): the teacher is frozen (``requires_grad=False``),
+**Teacher handling**: the teacher is frozen (``requires_grad=False``),
 stays in eval mode whatever ``train()`` is called (so do any module a loss froze with
 :func:`~rskd_tutorial.models.utils.freeze`, such as DS2D2's amplifier heads), and runs under
 ``torch.no_grad()`` with ``taps_only=True``.
 
-**First-step checks** (CONVENTIONS.md, "KD silently did nothing"): on the first training call every KD
+**First-step checks** (against KD that silently does nothing): on the first training call every KD
 term must be finite, must give a non-zero gradient to the student's parameters, and nothing of the
 teacher may require grad -- otherwise a :class:`DistillationCheckError` names the term.
 

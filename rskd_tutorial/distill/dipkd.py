@@ -2,7 +2,7 @@
 
 Paper: X. Yang, J. Sun, S. Duan, D. Cheng, "Dual Information Purification for Lightweight SAR Object
 Detection", AAAI 2025. Official code: ``Mok-kn/Dip`` (an FGD-style add-on to MMDetection 2.x,
-``mmdet/losses/kd.py``); method note ``methods/dipkd.md`` (section numbers below refer to it).
+``mmdet/losses/kd.py``). Equation and table numbers below are the paper's.
 
 Three parts act on the FPN outputs (Faster R-CNN P2-P5, RetinaNet P3-P6, as the code hooks them):
 
@@ -19,8 +19,8 @@ Three parts act on the FPN outputs (Faster R-CNN P2-P5, RetinaNet P3-P6, as the 
 levels, with the paper's weights (alpha 5e-5, beta 3.5e-5, gamma 4.5e-7, tau 0.5, mask rate 25 %) as
 fields of :class:`DIPKDConfig`, and a switch per module for the ablation (Table 3).
 
-**Where this differs from the released code** (``dipkd.md`` section 3), the "paper-differentiable"
-variant of ``dipkd.md`` 1.5:
+**Where this differs from the released code** -- this is a "paper-differentiable" variant, which
+follows the paper's equations where the code would keep the teacher's knowledge from the student:
 
 * the code denoises through NumPy/PyWavelets, so the student's denoised features are constants:
   the target and non-target losses give the student **no gradient** (only ``gamma L_rit``, with
@@ -228,7 +228,7 @@ class SelectiveNoiseSuppression(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 class ReverseInformationTransfer(nn.Module):
-    """RIT on one level (DIPKD Eqs. 15-19, in the form of the code's ``FeatureLoss``, ``dipkd.md`` 1.3 c).
+    """RIT on one level (DIPKD Eqs. 15-19, in the form of the code's ``FeatureLoss``).
 
     ``scores`` are the detection head's logits on this level, ``[B, A, K, H, W]`` (RetinaNet:
     anchors x classes) or ``[B, A, H, W]`` (Faster R-CNN's RPN objectness, K = 1). The feature matcher

@@ -1,15 +1,15 @@
 """DS2D2: dual-stream spectral decoupling distillation (Gao et al., IEEE TGRS 63:5639711, 2025).
 
 Official code: ``PolarAid/DS2D2`` (MMDetection 3.3), files
-``mmdet/models/distillation/ds2d2_{retinanet,faster_rcnn}{,_amplifier}.py``; method note
-``methods/ds2d2.md`` (section numbers below refer to it). The full paper was not available to us;
-every mechanic here follows the official code, which is complete.
+``mmdet/models/distillation/ds2d2_{retinanet,faster_rcnn}{,_amplifier}.py``. Only the paper's
+abstract and the repository's README were available to us; every mechanic here follows the official
+code, which is complete.
 
 Both streams act on the FPN outputs of every level (Faster R-CNN P2-P6, RetinaNet P3-P7) after a
 one-level Haar DWT (:func:`~rskd_tutorial.spectral.haar_dwt`, ``mode="zero"``):
 
-**Explicit stream** (ds2d2.md 1.4) -- feature imitation band by band, weighted per location by the
-density-independent scale weight :func:`disw`:
+**Explicit stream** (official ``DS2D2.explicit``) -- feature imitation band by band, weighted per
+location by the density-independent scale weight :func:`disw`:
 
 .. math::
     \\mathcal L^{low}_{exp} = \\sum_l \\operatorname{mean}\\big[\\Omega^l (LL(\\phi F^l_S) - LL(F^l_T))^2\\big],\\qquad
@@ -17,19 +17,19 @@ density-independent scale weight :func:`disw`:
 
 with one shared bias-free 1x1 conv ``phi`` (:class:`DS2D2ExplicitLoss`).
 
-**Implicit stream** (ds2d2.md 1.5-1.7) -- student and teacher features go through the *same* frozen
-head (an "amplifier") and the predictions are matched. The full-frequency amplifier is the teacher's
-own head fed with ``F``; the high-frequency amplifier is a teacher-architecture head re-trained on
-``H(F)`` (:func:`~rskd_tutorial.spectral.high_frequency_map`; the training stage is
+**Implicit stream** (official ``DS2D2.implicit``) -- student and teacher features go through the
+*same* frozen head (an "amplifier") and the predictions are matched. The full-frequency amplifier
+is the teacher's own head fed with ``F``; the high-frequency amplifier is a teacher-architecture
+head re-trained on ``H(F)`` (:func:`~rskd_tutorial.spectral.high_frequency_map`; the training stage is
 ``rskd_tutorial.recipes.ds2d2.train_amplifier``), fed with ``H(F)``:
 
 * RetinaNet (:class:`DS2D2RetinaNetImplicitLoss`): quality-focal KD on the class logits + GIoU on the
-  decoded boxes weighted by teacher confidence, both over ``N_pos`` (ds2d2.md 1.7);
+  decoded boxes weighted by teacher confidence, both over ``N_pos``;
 * Faster R-CNN (:class:`DS2D2FasterRCNNImplicitLoss`): RoI-level KL (T = 3, x0.5, summed over RoIs)
   on RoIs sampled from the student's proposals + confidence-weighted L1 on the teacher's class
-  deltas (ds2d2.md 1.6).
+  deltas.
 
-**Total** (ds2d2.md 1.8): ``L_det + l1 L_exp^low + l2 L_exp^high + l3 L_imp^full + l4 L_imp^high``.
+**Total**: ``L_det + l1 L_exp^low + l2 L_exp^high + l3 L_imp^full + l4 L_imp^high``.
 Here the four terms are four Distiller terms named ``explicit_low``, ``explicit_high``,
 ``implicit_full``, ``implicit_high`` with the weights of :class:`DS2D2Weights` (official values in
 :data:`OFFICIAL_WEIGHTS`), so the Distiller logs each term raw (``kd_<name>``) and weighted
@@ -84,7 +84,7 @@ _EPS = torch.finfo(torch.float32).eps     # mmdet's weight_reduce_loss adds this
 
 @dataclass
 class DS2D2Weights:
-    """The four loss weights of ds2d2.md 1.8 (official ``dist_cfg`` names in brackets).
+    """The four loss weights of the total objective (official ``dist_cfg`` names in brackets).
 
     * ``explicit_low``  -- lambda_1 [``distloss_explicit_cL``]
     * ``explicit_high`` -- lambda_2 [``distloss_explicit_cH``]
@@ -128,7 +128,7 @@ OFFICIAL_WEIGHTS: dict[tuple[str, str], DS2D2Weights] = {
 
 def disw(boxes_per_image: Sequence[Tensor], grid_hw: tuple[int, int], input_hw: tuple[int, int], *,
          dtype: torch.dtype | str = torch.float32, device: torch.device | str | None = None) -> Tensor:
-    """Density-independent scale weight (ds2d2.md 1.4, step 3) on one ``grid_hw`` grid, ``[B, 1, h, w]``.
+    """Density-independent scale weight (DISW) on one ``grid_hw`` grid, ``[B, 1, h, w]``.
 
     .. math::
         \\Omega_{b,i,j} = 1 + \\sum_{g \\in \\mathcal G_b} \\frac{\\mathbb 1[(i, j) \\in \\mathrm{cells}(g)]}{A_g}
@@ -182,7 +182,7 @@ def disw(boxes_per_image: Sequence[Tensor], grid_hw: tuple[int, int], input_hw: 
 
 def _disw_float16(boxes: list[Tensor], grid_hw: tuple[int, int], input_hw: tuple[int, int],
                   device: torch.device) -> Tensor:
-    """The official float16 accumulation (ds2d2.md discrepancy 5), box by box in annotation order:
+    """The official float16 accumulation (built on the CPU there), box by box in annotation order:
     ``w <- fp16(w + 1/A)`` on the box's cells. Vectorised over images, looped over the box rank."""
     h, w = grid_hw
     acc = torch.ones(len(boxes), h, w, dtype=torch.float16, device=device)
@@ -206,7 +206,7 @@ def _disw_float16(boxes: list[Tensor], grid_hw: tuple[int, int], input_hw: tuple
 # ----------------------------------------------------------------------------------------------
 
 def explicit_band_loss(student: Tensor, teacher: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One level of the explicit stream (ds2d2.md 1.4, step 4): ``(low, high)`` with
+    """One level of the explicit stream: ``(low, high)`` with
 
     ``low = mean[W (LL_S - LL_T)^2]`` over ``B C h w`` and ``high = mean[W (D_S - D_T)^2]`` over
     ``B C 3 h w``, one-level Haar DWT in ``mode="zero"`` of both maps (the student map already adapted),
@@ -230,8 +230,8 @@ def explicit_band_loss(student: Tensor, teacher: Tensor, weight: Tensor | None =
 
 
 class DS2D2ExplicitLoss(nn.Module):
-    """One band of DS2D2's explicit stream, summed over FPN levels (ds2d2.md 1.4; official
-    ``DS2D2.explicit`` + ``transform_bboxes``).
+    """One band of DS2D2's explicit stream, summed over FPN levels (official ``DS2D2.explicit`` +
+    ``transform_bboxes``).
 
     ``band="low"`` gives ``L_exp^low``, ``band="high"`` ``L_exp^high``. The two terms share one
     adapter ``phi`` (a bias-free 1x1 conv, the *same* for every level, PyTorch default init): build the
@@ -298,7 +298,7 @@ class DS2D2ExplicitLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 def quality_focal_kd(z_s: Tensor, z_t: Tensor, weight: Tensor, avg_factor: Tensor | float, beta: float = 1.0) -> Tensor:
-    """Quality-focal KD of sigmoid logits (official ``KD_QualityFocalLoss``; ds2d2.md 1.7 step 4):
+    """Quality-focal KD of sigmoid logits (official ``KD_QualityFocalLoss``):
 
     ``sum_a w_a sum_k BCE(sigma(z_S), sigma(z_T)) |sigma(z_S) - sigma(z_T)|^beta / (avg_factor + eps)``
 
@@ -330,7 +330,7 @@ def retinanet_kd_targets(anchors: Sequence[Tensor], gt_boxes: Sequence[Tensor], 
                          image_sizes: Sequence[tuple[int, int]], level_shapes: Sequence[tuple[int, int]],
                          strides: Sequence[int], num_anchors: int, pad_divisor: int = 32) -> tuple[Tensor, Tensor]:
     """Anchor weights ``omega`` ``[B, A_total]`` and ``N_pos`` of the RetinaNet implicit stream
-    (ds2d2.md 1.7 step 2, the student head's ``get_targets``).
+    (the student head's ``get_targets``, as in the official code).
 
     ``omega_a = 1`` for positive and negative anchors, 0 for ignored ones (IoU in [0.4, 0.5) for the
     papers' assigner; torchvision's ``Matcher`` marks them -2) and for anchors outside the image's own
@@ -364,8 +364,8 @@ def head_inputs(feats: Mapping[str, Tensor], high_frequency: bool) -> list[Tenso
 
 
 class DS2D2RetinaNetImplicitLoss(nn.Module):
-    """One amplifier term of DS2D2's implicit stream for RetinaNet (ds2d2.md 1.7; official
-    ``DS2D2.implicit`` in ``ds2d2_retinanet.py``).
+    """One amplifier term of DS2D2's implicit stream for RetinaNet (official ``DS2D2.implicit``
+    in ``ds2d2_retinanet.py``).
 
     The frozen ``head`` (the teacher's RetinaNet head = full-frequency amplifier, or the trained
     high-frequency amplifier's head with ``high_frequency=True``, which then sees ``H(F)``) is run on
@@ -436,7 +436,7 @@ class DS2D2RetinaNetImplicitLoss(nn.Module):
 
 def roi_kl_kd(z_s: Tensor, z_t: Tensor, temperature: float = 3.0, weight: float = 0.5) -> Tensor:
     """RoI classification KD (official ``KD_KLDivLoss(class_reduction='sum', T=3, loss_weight=0.5)``
-    called with the RoI count as its weight; ds2d2.md 1.6 step 3 and discrepancy 4):
+    called with the RoI count as its weight, which turns its mean into a sum over RoIs):
 
     ``weight * sum_r T^2 sum_k p_T^k (log p_T^k - log p_S^k)``, ``p = softmax(z / T)`` over all
     ``K + 1`` classes (background included; its index does not matter). A **sum** over RoIs.
@@ -447,7 +447,7 @@ def roi_kl_kd(z_s: Tensor, z_t: Tensor, temperature: float = 3.0, weight: float 
 
 
 def roi_l1_kd(deltas_s: Tensor, deltas_t: Tensor, z_t: Tensor, background: int = 0) -> Tensor:
-    """Confidence-weighted L1 on the teacher's class deltas (ds2d2.md 1.6 step 4):
+    """Confidence-weighted L1 on the teacher's class deltas:
 
     ``sum_r q_r |d_S^{k*} - d_T^{k*}|_1 / (4 sum_r q_r + eps)`` with ``q_r, k*_r`` the max and
     arg-max of ``softmax(z_T)`` over the *foreground* classes (softmax over all ``K + 1``, T = 1).
@@ -472,8 +472,8 @@ def roi_l1_kd(deltas_s: Tensor, deltas_t: Tensor, z_t: Tensor, background: int =
 
 class RoISampler(nn.Module):
     """Samples the RoIs of the Faster R-CNN implicit stream from the student's proposals
-    (ds2d2.md 1.6 step 1): GT boxes added, MaxIoU 0.5/0.5 assignment and 512 RoIs a image with 25 %
-    positives -- the student RoI head's own ``select_training_samples``.
+    (as the official code does): GT boxes added, MaxIoU 0.5/0.5 assignment and 512 RoIs a image with
+    25 % positives -- the student RoI head's own ``select_training_samples``.
 
     Deviation, and why: the official code re-samples inside each implicit call with the global RNG,
     so the two implicit terms see different RoI sets and adding KD shifts the random stream of the
@@ -529,8 +529,8 @@ def roi_head_outputs(roi_heads: nn.Module, feats: Mapping[str, Tensor] | Sequenc
 
 
 class DS2D2FasterRCNNImplicitLoss(nn.Module):
-    """One amplifier term of DS2D2's implicit stream for Faster R-CNN (ds2d2.md 1.6; official
-    ``DS2D2.implicit`` in ``ds2d2_faster_rcnn.py``).
+    """One amplifier term of DS2D2's implicit stream for Faster R-CNN (official ``DS2D2.implicit``
+    in ``ds2d2_faster_rcnn.py``).
 
     RoIs ``R`` are sampled from the student's proposals (:class:`RoISampler`); the frozen RoI head
     ``h`` (the teacher's = full-frequency amplifier, or the trained HF amplifier's with

@@ -3,11 +3,11 @@
 What the abstract states: split teacher (RGB) and student (infrared) features into a low- and a
 high-frequency band; supervise the low band with a *strict MSE* and the high band with a *relaxed
 log-MSE* weighted 0.1. Everything else -- the transform, the cutoff, the normalisation, the exact
-"log-MSE" -- is **our reconstruction** (``methods/freqkd.md`` 1.2, 1.4, 1.5), exposed as arguments:
+"log-MSE" -- is **our reconstruction**, exposed as arguments:
 
 .. math::
     X^L = \\Re\\,\\mathcal F^{-1}(M_L \\odot \\mathcal F X),\\quad X^H = X - X^L
-    \\qquad(\\text{freqkd.md Eq. 1.4; } M_L = \\mathbb 1[\\rho \\le r_c])
+    \\qquad(\\text{ideal radial mask } M_L = \\mathbb 1[\\rho \\le r_c])
 
 .. math::
     \\mathcal L_{low} = \\operatorname{mean}\\big(n(X_S^L) - \\mathrm{sg}[n(X_T^L)]\\big)^2,\\qquad
@@ -18,7 +18,7 @@ log-MSE* weighted 0.1. Everything else -- the transform, the cutoff, the normali
     \\psi(x) = \\operatorname{sign}(x)\\log(1 + |x|),\\quad w_H = 0.1
 
 with ``n`` the L2 normalisation of every token's channel vector (after the split) and means over
-all ``B * D * h * w`` entries (freqkd.md 1.5). Options: ``log_mse="log1p_of_mse"`` gives
+all ``B * D * h * w`` entries. Options: ``log_mse="log1p_of_mse"`` gives
 ``L_high = log(1 + mean (n(X_S^H) - n(X_T^H))^2)``; ``log_mse="none"`` a strict MSE on both bands;
 ``split="haar"`` takes the low band as the one-level Haar approximation (LL synthesised back to
 full size: the 2x2 block means) and the high band as the rest; ``split="none"`` is the plain
@@ -46,7 +46,7 @@ SPLITS = ("fft", "haar", "none")
 
 
 def signed_log1p(x: Tensor) -> Tensor:
-    """``psi(x) = sign(x) * log(1 + |x|)`` (freqkd.md 1.5; FD-CMKD's definition of "log-MSE").
+    """``psi(x) = sign(x) * log(1 + |x|)`` (FD-CMKD's definition of "log-MSE").
 
     ``psi(x) ~ x`` for ``|x| << 1`` and grows like ``log |x|`` for large ``|x|``: it compresses large
     differences, which is what makes the high-band term "relaxed". Its slope is ``1 / (1 + |x|)``.
@@ -55,7 +55,7 @@ def signed_log1p(x: Tensor) -> Tensor:
 
 
 def band_split(x: Tensor, cutoff: float = 0.25, *, split: str = "fft", kind: str = "ideal") -> tuple[Tensor, Tensor]:
-    """``(low, high)`` of an ``[N, C, h, w]`` map with ``low + high == x`` (freqkd.md 1.4).
+    """``(low, high)`` of an ``[N, C, h, w]`` map with ``low + high == x``.
 
     * ``"fft"``: :func:`~rskd_tutorial.spectral.fft_bands` (ortho 2-D FFT, radial ``cutoff`` in
       cycles per token, DC in the low band, ``kind`` = ``"ideal"`` or ``"gaussian"`` mask).
@@ -85,7 +85,7 @@ def freqkd_loss(f_student: Tensor, f_teacher: Tensor, cutoff: float = 0.25, high
                 log_mse: str = "signed_log1p", l2_normalize: bool = True, *, split: str = "fft",
                 kind: str = "ideal", low_weight: float = 1.0, eps: float = 1e-8,
                 return_terms: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
-    """FreqKD's loss on one pair of maps (freqkd.md 1.5; see the module docstring for the equations).
+    """FreqKD's loss on one pair of maps (see the module docstring for the equations).
 
     Args:
         f_student, f_teacher: ``[N, D, h, w]`` of the same shape (ViT patch tokens reshaped
@@ -140,7 +140,7 @@ class FreqKDLoss(nn.Module):
     or a detector). For each teacher tap in ``levels`` the student tap of the same name (or the
     matching entry of ``student_levels``) is bilinearly resized to the teacher's grid when they
     differ and, when ``student_channels != teacher_channels``, projected by a learned 1x1 conv
-    (the ResNet-50 -> ViT row, freqkd.md 1.2). ``last_terms`` holds the level-averaged ``low`` and
+    (the ResNet-50 -> ViT row). ``last_terms`` holds the level-averaged ``low`` and
     ``high`` terms (unweighted) after each call.
 
     Args:

@@ -4,7 +4,7 @@ One home for the pieces FGD, DIPKD and DS2D2 share:
 
 * :func:`box_grid_extents` maps xyxy boxes (resized-image pixels) onto a feature grid by the
   *padded* batch size (the correct mapping; FGD/DIPKD's code divides by the unpadded image size,
-  ``methods/common.md`` pitfall 5).
+  which stretches the masks when the batch is padded).
 * :func:`box_scale_masks`: FGD's foreground scale mask (1/area of the box in cells, max over
   overlapping boxes) and the normalised background mask (DIPKD Eqs. 8-10).
 * :func:`attention_maps`: FGD's spatial and channel attention ``HW softmax(mean_c|F|/tau)``,
@@ -16,9 +16,10 @@ Taught in chapter 0 and chapter 3.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -84,3 +85,74 @@ def attention_maps(feat: Tensor, tau: float = 0.5) -> tuple[Tensor, Tensor]:
     spatial = (h * w) * torch.softmax(mag.mean(dim=1).reshape(n, -1) / tau, dim=1)
     channel = c * torch.softmax(mag.mean(dim=(2, 3)) / tau, dim=1)
     return spatial.reshape(n, 1, h, w), channel.reshape(n, c, 1, 1)
+
+
+def edge_masks(images: Tensor | Sequence[Tensor], quantile: float = 0.9) -> Tensor:
+    """Binary edge masks: the pixels whose Sobel gradient magnitude is in the top ``1 - quantile``.
+
+    Per image, the channel mean ``g`` (replicate-padded) is filtered with the 3x3 Sobel kernels
+    ``S_x = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]`` and ``S_y = S_x^T``; a pixel is an edge when
+    ``||(S_x * g, S_y * g)||`` reaches the image's ``k``-th smallest value,
+    ``k = int(quantile * H * W)`` (its ``quantile``-quantile).
+
+    Args:
+        images: ``[N, C, H, W]`` or a sequence of ``[C, H, W]`` images of one size.
+        quantile: in (0, 1); 0.9 marks about 10 % of the pixels (more where values tie).
+
+    Returns:
+        Tensor ``[N, H, W]`` of 0.0 / 1.0, in the images' dtype.
+
+    Taught in chapter 1 (section 3).
+    """
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    batch = images if isinstance(images, Tensor) else torch.stack(list(images))
+    if batch.dim() != 4:
+        raise ValueError(f"images must be [N, C, H, W] or a sequence of [C, H, W], got shape {tuple(batch.shape)}")
+    gray = batch.mean(1, keepdim=True)
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=gray.dtype, device=gray.device)
+    grad = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), torch.stack([sobel, sobel.T])[:, None]).norm(dim=1)
+    k = max(1, int(quantile * grad[0].numel()))
+    threshold = grad.flatten(1).kthvalue(k, dim=1).values
+    return (grad >= threshold[:, None, None]).to(gray.dtype)
+
+
+def region_masks(targets: Sequence[Mapping[str, Tensor]], grid_hw: tuple[int, int], batch_hw: tuple[int, int],
+                 *, small_area: float, edges: Tensor | None = None) -> dict[str, Tensor]:
+    """Region masks on a feature grid: all ground-truth boxes, the small ones, and (optionally) edges.
+
+    Boxes (xyxy, in pixels of the padded ``batch_hw`` input) cover the cells of
+    :func:`box_footprints` (start floored, end ceiled, by the padded
+    size); a cell is in ``"all boxes"`` when any box covers it and in ``"small boxes"`` when a box
+    of area below ``small_area`` px^2 covers it (COCO's small objects: area below 32^2 px). The
+    edge mask is the fraction of each cell's pixels that are edges (adaptive average pooling of
+    ``edges``, e.g. from :func:`edge_masks`).
+
+    Args:
+        targets: one mapping per image with ``"boxes"`` ``[n_i, 4]`` (``n_i`` may be 0).
+        grid_hw: the feature grid ``(H, W)``.
+        batch_hw: the padded input size the grid covers.
+        small_area: the area threshold of a small box (px^2, in the same pixels as the boxes).
+        edges: optional ``[N, H_img, W_img]`` masks in ``[0, 1]``, one per target.
+
+    Returns:
+        ``{"all boxes": [N, H, W], "small boxes": [N, H, W]}`` (0.0 / 1.0, float32) plus
+        ``"edges"`` ``[N, H, W]`` (values in ``[0, 1]``) when ``edges`` is given: the ``masks`` of
+        :func:`~rskd_tutorial.spectral.band_energy_concentration`.
+
+    Taught in chapter 1 (section 3).
+    """
+    n = len(targets)
+    boxes_m, small_m = torch.zeros(n, *grid_hw), torch.zeros(n, *grid_hw)
+    for i, t in enumerate(targets):  # a loop over images; each image's boxes are vectorised
+        b = t["boxes"]
+        if len(b):
+            inside, _ = box_footprints(b, grid_hw, batch_hw)
+            boxes_m[i] = inside.any(0).to(boxes_m.device)
+            small_m[i] = inside[(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) < small_area].any(0).to(small_m.device)
+    out = {"all boxes": boxes_m, "small boxes": small_m}
+    if edges is not None:
+        if edges.dim() != 3 or edges.shape[0] != n:
+            raise ValueError(f"edges must be [N={n}, H, W], got shape {tuple(edges.shape)}")
+        out["edges"] = F.adaptive_avg_pool2d(edges[:, None], grid_hw)[:, 0]
+    return out

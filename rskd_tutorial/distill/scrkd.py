@@ -2,7 +2,7 @@
 
 Liu, Zhang, Guo, Zhang, "Structured Cross-Resolution Distillation for Remote Sensing Salient Object
 Detection", IEEE TGRS 2025 (code: github.com/lyf0801/SCRKD). Every loss is written as the official
-code computes it (``methods/scrkd.md`` 1.4-1.7; where the paper's equations differ, the docstring
+code computes it (paper Sec. III-A to III-E; where the paper's equations differ, the docstring
 says how). Taught in chapter 5 (``book/05_scrkd_cascade.ipynb``).
 
 ``L_total = L_SOD + alpha L_MVCD + beta L_MSFD + gamma L_DSD`` (Eq. 1): the student's own
@@ -60,7 +60,8 @@ def _pool(x: Tensor, size: Sequence[int]) -> Tensor:
 
 @dataclass(frozen=True)
 class StageMatching:
-    """Which teacher map each student stage meets (``methods/scrkd.md`` 1.4-1.6, pitfall 4).
+    """Which teacher map each student stage meets, per setting, as the official code pairs them
+    (Sec. III-D leaves the teacher stage open); a generic same-index pairing is a different method.
 
     * ``msfd_offset``: MSFD pairs student stage ``k`` with teacher stage ``min(k + offset, n)``
       (``1`` for PSPNet: with a 2x larger input, teacher stage ``k+1`` has the student's stage-``k``
@@ -138,7 +139,7 @@ def self_correlations(x: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor, Tens
 
     ``Corr_pq = <X_p, X_q> / (max(|X_p|, eps) max(|X_q|, eps))`` -- ``F.cosine_similarity``
     semantics, computed as a batched Gram matrix of row-normalised views (the official pairwise
-    broadcast needs ~3 GB per sample at a 112 x 112 stage; ``methods/scrkd.md`` pitfall 1). float32.
+    broadcast needs ~3 GB per sample at a 112 x 112 stage). float32.
     """
     x = x.float()
     b, c, h, w = x.shape
@@ -232,7 +233,7 @@ def hcl_loss(f: Tensor, t: Tensor, pool_sizes: Sequence[int] = (16, 8, 4, 2, 1))
 
 
 class MultiScaleFeatureDistillation(nn.Module):
-    """MSFD (``methods/scrkd.md`` 1.5). For every student stage ``k`` (size ``h_k x w_k``):
+    """MSFD (Sec. III-D, as coded). For every student stage ``k`` (size ``h_k x w_k``):
 
     1. align: resize every stage's MSFD branch ``f^ms_j`` to ``h_k x w_k`` (bilinear,
        ``align_corners=True``);
@@ -346,7 +347,7 @@ class SCRKDCoefficients:
 
 
 # the paper's values per backbone (Sec. IV-A3). The released TransXNet code uses 0 / 0.5 / 20 with a
-# probability temperature of 2 (net effect: 2x the KL); methods/scrkd.md 1.9.
+# probability temperature of 2 (net effect: 2x the KL).
 SCRKD_COEFFICIENTS: dict[str, SCRKDCoefficients] = {
     "pspnet": SCRKDCoefficients(1.0, 1.0, 10.0),
     "segformer": SCRKDCoefficients(0.1, 1.0, 100.0),

@@ -1,4 +1,4 @@
-"""The training loop, evaluation and the run cache: one home for each (DESIGN.md)."""
+"""The training loop, evaluation and the run cache: one home for each."""
 
 from rskd_tutorial.engine.cache import cache_dir, run_key, train_or_load
 from rskd_tutorial.engine.evaluate import (

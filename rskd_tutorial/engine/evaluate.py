@@ -1,10 +1,10 @@
 """Evaluation with the field's standard tools.
 
 * Detection: pycocotools ``COCOeval`` (bbox): mAP (AP@[.50:.95]), AP50, AP75, APs, APm, APl and AR100,
-  exactly the numbers the DS2D2 and DIPKD papers report (``methods/common.md`` section 2.1).
+  exactly the numbers the DS2D2 and DIPKD papers report (both evaluate with MMDetection's COCO metric).
 * Salient object detection: pysodmetrics, as the SOD community computes them: MAE, max / mean /
   adaptive F-measure (beta^2 = 0.3), S-measure (alpha = 0.5), max / mean E-measure, plus the
-  precision-recall and F-measure curves over 256 thresholds (``methods/common.md`` section 2.2).
+  precision-recall and F-measure curves over 256 thresholds (SCRKD paper Sec. IV-A, Eqs. 15-17).
 
 All metrics are returned as fractions in [0, 1]; the chapters print detection AP x 100 as the papers do.
 Taught in chapter 0 (detection) and chapter 5 (saliency).
@@ -106,14 +106,15 @@ def predict_detections(model: nn.Module, dataset: Dataset, *, batch_size: int = 
 
 def evaluate_detection(model: nn.Module, dataset: Dataset, *, batch_size: int = 8,
                        device: torch.device | str | None = None, num_workers: int = 0) -> dict[str, float]:
-    """COCO metrics of ``model`` on a :class:`~rskd_tutorial.data.CocoDetection` split.
+    """COCO metrics of ``model`` on a :class:`~rskd_tutorial.data.CocoDetection` split (or a ``Subset`` of one).
 
     The model is called in eval mode with a list of image tensors and must return torchvision-style
     detections (or a ``ModelOutput`` whose ``predictions`` are). Labels are the dataset's 1-based
     category ids.
     """
     preds, ids = predict_detections(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers)
-    return coco_metrics(dataset.coco, detections_to_coco(preds, ids), image_ids=ids)
+    coco = dataset.coco if hasattr(dataset, "coco") else dataset.dataset.coco     # a torch Subset of a split
+    return coco_metrics(coco, detections_to_coco(preds, ids), image_ids=ids)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,8 +137,8 @@ def saliency_metrics(predictions: Iterable[np.ndarray | torch.Tensor],
 
     Predictions are probability maps in [0, 1] (or uint8 0-255), masks 0/1 (or 0/255); both 2-D of the
     same size. pysodmetrics min-max normalises each prediction and binarises the mask at 0.5
-    (SCRKD's own evaluator keeps the mask soft after resizing; ``methods/common.md`` 2.2 gives the
-    difference, which is at the 3rd decimal for sharp masks).
+    (SCRKD's own evaluator keeps the resized mask soft and binarises it only inside the S-measure;
+    for sharp masks the two differ at the 3rd decimal).
 
     Returns ``MAE``, ``maxF``, ``meanF``, ``adpF`` (beta^2 = 0.3), ``Sm``, ``maxEm``, ``meanEm``; with
     ``curves=True`` also ``precision``, ``recall`` and ``fmeasure`` arrays over 256 thresholds.

@@ -1,7 +1,7 @@
 """Salient-object-detection networks with taps: the PSPNet-style SOD net of SCRKD and a transformer variant.
 
 Both follow the package's model contract ``forward(images, targets=None, *, taps_only=False) ->
-ModelOutput`` (``methods/scrkd.md`` 1.2-1.3, taught in chapter 5, ``book/05_scrkd_cascade.ipynb``):
+ModelOutput`` (taught in chapter 5, ``book/05_scrkd_cascade.ipynb``):
 
 * ``images`` ``[B, 3, s, s]`` in [0, 1] (normalised inside the model with the EORSSD statistics the
   official code uses for every dataset); ``targets`` the saliency mask ``[B, 1, m, m]`` in [0, 1]
@@ -43,7 +43,7 @@ __all__ = [
     "sod_loss", "structure_loss",
 ]
 
-# the official code normalises every dataset with the EORSSD statistics (methods/scrkd.md 2.1)
+# the official code normalises every dataset with the EORSSD statistics
 EORSSD_MEAN = (0.3412, 0.3798, 0.3583)
 EORSSD_STD = (0.1148, 0.1042, 0.0990)
 # deep-supervision weights of the official code (paper Eq. 2 says 1, 1/2, 1/4, 1/8, 1/16)
@@ -70,7 +70,7 @@ def _mask_to(mask: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def structure_loss(logits: Tensor, mask: Tensor) -> Tensor:
-    """BCE + soft IoU of one logit map against a (soft) mask of the same size (``methods/scrkd.md`` 1.7):
+    """BCE + soft IoU of one logit map against a (soft) mask of the same size (one term of paper Eq. 2):
 
     ``BCE_mean(z, Y) + mean_b [1 - (sum sigma(z) Y + 1) / (sum (sigma(z) + Y) - sum sigma(z) Y + 1)]``.
 
@@ -329,7 +329,7 @@ class _SaliencyNet(nn.Module):
 
 
 class SaliencyPSPNet(_SaliencyNet):
-    """The PSPNet-style SOD network of SCRKD (``methods/scrkd.md`` 1.2-1.3; chapter 5).
+    """The PSPNet-style SOD network of SCRKD (official ``model/pspnet.py``; paper Fig. 2; chapter 5).
 
     ResNet encoder (five stages) -> PPM on ``s_5`` -> top-down FuseBlocks ``o_5 = Fuse(s_5, PPM)``,
     ``o_k = Fuse(s_k, Up(o_{k+1}))`` -> five deeply supervised heads. With ``disentangle=True`` (the
@@ -380,7 +380,7 @@ class SaliencyPSPNet(_SaliencyNet):
 
 class SaliencyTransformer(_SaliencyNet):
     """A SegFormer-style SOD net on a timm PVTv2 encoder (PVTv2-B1 is the closest timm relative of
-    SegFormer's MiT-B1), to show SCRKD is model-agnostic (``methods/scrkd.md`` 1.2, "SegFormer").
+    SegFormer's MiT-B1), to show SCRKD is model-agnostic (the paper's SegFormer-B1 rows, Table III).
 
     As in the official SegFormer baseline the first patch embedding has stride 2 (not 4), so the four
     stages sit at strides 2, 4, 8, 16; an all-MLP decoder projects each to ``channels`` (1x1 conv)

@@ -13,7 +13,7 @@ FROZEN_FLAG = "_rskd_frozen"
 
 def freeze(module: nn.Module) -> nn.Module:
     """Freeze ``module``: no parameter requires grad, eval mode, and a flag that keeps it in eval mode
-    under a :class:`~rskd_tutorial.distill.base.Distiller`'s ``train()`` (``methods/common.md`` 1.3)."""
+    under a :class:`~rskd_tutorial.distill.base.Distiller`'s ``train()``."""
     for p in module.parameters():
         p.requires_grad_(False)
     module.eval()

@@ -245,6 +245,28 @@ def run_seconds(run_dir: Path) -> float:
     return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
 
 
+def describe_run(run: TutorialRun) -> str:
+    """Where a chapter's model came from, in one phrase: trained now, loaded from the run cache, or loaded
+    from the teacher store (with the record's steps, seconds, hardware and commit)."""
+    shipped = run.run_dir / SHIPPED_RECORD
+    if shipped.is_file():
+        rec = json.loads(shipped.read_text(encoding="utf-8"))
+        return (f"shipped teacher '{rec.get('name')}' (trained {rec.get('steps')} steps in {rec.get('train_seconds', 0):.0f} s "
+                f"on {rec.get('hardware')}, commit {str(rec.get('git_commit', '?'))[:9]})")
+    return f"{'loaded from the cache' if run.loaded_from_cache else 'trained'} ({run.seconds:.0f} s of training)"
+
+
+def run_steps(run_dir: Path) -> int | None:
+    """Optimizer steps of a finished run folder (the last epoch record's step; a shipped teacher's record)."""
+    from rskd_tutorial.engine import read_metrics
+
+    shipped = run_dir / SHIPPED_RECORD
+    if shipped.is_file():
+        return json.loads(shipped.read_text(encoding="utf-8")).get("steps")
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    return int(epochs[-1]["step"]) if epochs else None
+
+
 @dataclass
 class TutorialSetup:
     """Everything a tutorial run needs before it trains: the model, its cache key, the training closure

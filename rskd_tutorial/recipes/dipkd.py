@@ -5,7 +5,7 @@
 2. **init_student** (:func:`init_student_from_teacher`) -- the official distiller copies every teacher
    weight outside the backbone (FPN, RPN / RoI heads, RetinaNet head) into the student before training,
    skipping shapes that differ (the FPN's lateral 1x1 convs see R18's 64..512 channels against R50's
-   256..2048). The paper does not mention it (``methods/dipkd.md`` 2.1, 3 item 12).
+   256..2048). The paper does not mention it, and it may explain much of the reported gain.
 3. **Student** -- a :class:`~rskd_tutorial.distill.base.Distiller` with one KD term, ``dipkd``
    (:func:`~rskd_tutorial.distill.dipkd.dipkd_loss`, weights inside its :class:`DIPKDConfig`); the final
    student is saved as ``student.pt``.
@@ -20,7 +20,7 @@ Two layers, as for every method:
   ``recipes.detection.distill_student`` and cached; the teachers come from
   ``recipes.detection.tutorial_teacher(profile, arch, "sar")``.
 
-Taught in chapter 3 (``book/03_dipkd.ipynb``).
+Taught in chapter 3.
 """
 
 from __future__ import annotations
@@ -132,16 +132,28 @@ BASELINES = ("fitnet", "fgd", "mgd")   # chapter 3's comparison rows (recipes.me
 
 
 def tutorial_dipkd(profile: Any, arch: str, teacher: TutorialRun, config: DIPKDConfig | None = None, *,
-                   init: bool = False, seed: int = 0, kind: str = "sar", name: str = "dipkd",
+                   init: bool = False, seed: int = 0, kind: str = "sar", name: str = "dipkd", weight: float = 1.0,
                    **kwargs: Any) -> TutorialRun:
     """One DIPKD row of chapter 3: a student of the profile's scale distilled from ``teacher`` with
     ``config`` (module switches, tau, mask rate ...), after :func:`init_student_from_teacher` when
-    ``init``. Cached by the config, ``init``, the teacher's run and the seed."""
+    ``init``. ``weight`` multiplies the whole DIPKD term (1: the paper's coefficients alone; see
+    :func:`balanced_dipkd_weight`). Cached by the config, ``init``, the weight, the teacher's run and the seed."""
     cfg = config or DIPKDConfig()
     key = {"dipkd": asdict(cfg), "init_student": init, "teacher": str(teacher.run_dir)}
     return distill_student(profile, arch, teacher.model, f"{name}-init" if init else name, dipkd_losses(cfg),
-                           {"dipkd": 1.0}, kind=kind, seed=seed, key_config=key,
+                           {"dipkd": weight}, kind=kind, seed=seed, key_config=key,
                            init_student=init_student_from_teacher if init else None, **kwargs)
+
+
+def balanced_dipkd_weight(profile: Any, arch: str, teacher: TutorialRun, config: DIPKDConfig | None = None, *,
+                          kind: str = "sar", seed: int = 0) -> tuple[float, dict[str, float]]:
+    """Chapter 0's step-0 rule for the whole DIPKD term: the outer weight that makes the weighted term (the
+    paper's alpha, beta, gamma inside) about as large as the detection loss at the first step, on a training
+    batch. Returns ``(weight, {"raw": L_dipkd, "det": L_det})``."""
+    from rskd_tutorial.recipes.methods import balanced_weight, step0_terms
+
+    raw, det = step0_terms(profile, arch, teacher.model, dipkd_losses(config), kind=kind, seed=seed)
+    return balanced_weight(raw["dipkd"], det), {"raw": raw["dipkd"], "det": det}
 
 
 def tutorial_init_only(profile: Any, arch: str, teacher: TutorialRun, *, seed: int = 0, kind: str = "sar",

@@ -1,4 +1,4 @@
-"""DS2D2's three stages: teacher -> high-frequency amplifier -> student (``methods/ds2d2.md`` 1.5, 2.3).
+"""DS2D2's three stages: teacher -> high-frequency amplifier -> student (official README and configs).
 
 1. **Teacher** -- the ``detector`` recipe (:mod:`rskd_tutorial.recipes.detection`), e.g. R101-FPN.
 2. **High-frequency amplifier** -- :func:`build_amplifier` builds a detector of the *teacher's*
@@ -70,7 +70,7 @@ class FrozenTrunk(nn.Module):
     ``freeze`` sets ``requires_grad=False`` and eval mode; this wrapper's ``train()`` puts every
     frozen sub-module back into eval mode, because ``engine.fit`` calls ``model.train()`` each epoch
     and a from-scratch trunk's BatchNorm would otherwise switch to batch statistics and drift
-    (ds2d2.md pitfall 8: the representation the amplifier learns must stay the teacher's).
+    (the representation the amplifier learns must stay the teacher's).
     Calls go straight to the wrapped detector.
     """
 

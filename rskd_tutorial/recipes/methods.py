@@ -13,7 +13,7 @@ reductions; the others are means. Chapter 0 logs raw and weighted magnitudes of 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -88,17 +88,13 @@ def round_125(x: float) -> float:
     return min((c * 10.0 ** e for e in (k, k + 1) for c in (1, 2, 5)), key=lambda v: abs(math.log(v / x)))
 
 
-def balanced_weights(profile: Any, arch: str, teacher: nn.Module, methods: Sequence[str], *, kind: str = "optical",
-                     seed: int = 0, w_max: float = 1000.0) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Outer weights that make each baseline's KD term about as large as the detection loss at step 0.
-
-    The papers' weights are tuned for 256-channel FPNs on 800 px images and sums over positions do not
-    transfer to other scales, so chapter 0 and chapter 6 use one rule instead: build a fresh student
-    (seeded like every student of the chapter), run one :class:`~rskd_tutorial.distill.Distiller` step on
-    the first training batch with every term at weight 1, and set ``w_m = round_125(L_det / L_m)``,
-    capped at ``w_max`` (a term that nearly vanishes, e.g. logit KD against a teacher that barely moved,
-    must not get an absurd weight). Returns the weights and, per method, ``raw`` (``L_m``) and ``det``.
-    """
+def step0_terms(profile: Any, arch: str, teacher: nn.Module,
+                make_losses: Callable[[nn.Module, nn.Module], Mapping[str, nn.Module]], *, kind: str = "optical",
+                seed: int = 0) -> tuple[dict[str, float], float]:
+    """The raw KD terms and the student's detection loss of one :class:`~rskd_tutorial.distill.Distiller`
+    step at weight 1: a fresh student (seeded like every student of a chapter), the trained ``teacher``,
+    the first training batch (its random flips seeded too, so the numbers -- and any weight derived from
+    them, which enters cache keys -- do not vary between runs). Returns ``({name: L_m}, L_det)``."""
     from rskd_tutorial.data import collate_detection
     from rskd_tutorial.distill import Distiller
     from rskd_tutorial.engine import seed_everything, to_device
@@ -106,12 +102,32 @@ def balanced_weights(profile: Any, arch: str, teacher: nn.Module, methods: Seque
 
     device = profile.device
     train_set, _ = detection_splits(tutorial_data(kind, profile))
+    seed_everything(seed)
     batch = to_device(collate_detection([train_set[i] for i in range(profile.detection.batch_size)]), device)
     seed_everything(seed)
     fresh = build_from_spec(tutorial_spec(profile, arch, "student"), train_set.num_classes).to(device)
-    losses = {m: baseline_losses(m, fresh, teacher)[m] for m in methods}
-    out = Distiller(fresh, teacher, losses, {m: 1.0 for m in methods}).to(device).train()(*batch)
+    losses = dict(make_losses(fresh, teacher))
+    out = Distiller(fresh, teacher, losses, {m: 1.0 for m in losses}).to(device).train()(*batch)
     det = sum(float(v) for k, v in out.losses.items() if k.startswith("loss_") and not k.startswith("loss_kd"))
-    raw = {m: float(out.losses[f"kd_{m}"]) for m in methods}
-    weights = {m: min(round_125(det / raw[m]), w_max) if raw[m] * w_max > det else w_max for m in methods}
+    return {m: float(out.losses[f"kd_{m}"]) for m in losses}, det
+
+
+def balanced_weight(raw: float, det: float, w_max: float = 1000.0) -> float:
+    """``round_125(L_det / L_m)``, capped at ``w_max`` (also when the term nearly vanishes)."""
+    return min(round_125(det / raw), w_max) if raw * w_max > det else w_max
+
+
+def balanced_weights(profile: Any, arch: str, teacher: nn.Module, methods: Sequence[str], *, kind: str = "optical",
+                     seed: int = 0, w_max: float = 1000.0) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Outer weights that make each baseline's KD term about as large as the detection loss at step 0.
+
+    The papers' weights are tuned for 256-channel FPNs on 800 px images and sums over positions do not
+    transfer to other scales, so the chapters use one rule instead: one :func:`step0_terms` step with
+    every term at weight 1, then ``w_m = round_125(L_det / L_m)``, capped at ``w_max`` (a term that nearly
+    vanishes, e.g. logit KD against a teacher that barely moved, must not get an absurd weight). Returns
+    the weights and, per method, ``raw`` (``L_m``) and ``det``.
+    """
+    raw, det = step0_terms(profile, arch, teacher,
+                           lambda s, t: {m: baseline_losses(m, s, t)[m] for m in methods}, kind=kind, seed=seed)
+    weights = {m: balanced_weight(raw[m], det, w_max) for m in methods}
     return weights, {m: {"raw": raw[m], "det": det} for m in methods}

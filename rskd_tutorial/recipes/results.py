@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROLES", "TASKS", "result_row", "results_path", "rows_table", "write_results", "read_results"]
+__all__ = ["ROLES", "TASKS", "result_row", "runs_row", "paired_gain", "verdict", "results_path", "rows_table", "write_results",
+           "read_results"]
 
 ROLES = ("teacher", "student", "kd", "other")
 TASKS = ("optical-detection", "sar-detection", "rgb-detection", "ir-detection", "saliency")
@@ -44,6 +45,47 @@ def result_row(task: str, model: str, role: str, method: str, metric: str, value
     return {"task": task, "model": model, "role": role, "method": method, "metric": metric, "split": split,
             "seeds": [int(s) for s in seeds], "values": values, "mean": mean, "sd": sd, "steps": steps,
             "train_seconds": train_seconds, "loaded": bool(loaded), "extra": dict(extra or {})}
+
+
+def runs_row(task: str, model: str, role: str, method: str, metric: str, runs: Sequence[Any],
+             seeds: Sequence[int], *, key: str, scale: float = 1.0, extra_keys: Sequence[str] = (),
+             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`result_row` from one trained run per seed (``TutorialRun``: ``metrics``, ``run_dir``,
+    ``seconds``, ``loaded_from_cache``): the headline ``metrics[key] * scale`` per seed, the mean of the
+    ``extra_keys`` metrics, the run's optimizer steps and its mean training seconds."""
+    from rskd_tutorial.recipes.detection import run_steps
+
+    if len(runs) != len(seeds):
+        raise ValueError(f"need one run per seed, got {len(runs)} runs for seeds {list(seeds)}")
+    more = {k: sum(scale * float(r.metrics[k]) for r in runs) / len(runs) for k in extra_keys}
+    more.update(extra or {})
+    return result_row(task, model, role, method, metric, [scale * float(r.metrics[key]) for r in runs], seeds,
+                      steps=run_steps(runs[0].run_dir), train_seconds=sum(r.seconds for r in runs) / len(runs),
+                      loaded=all(r.loaded_from_cache for r in runs), extra=more)
+
+
+def paired_gain(row: Mapping[str, Any], base: Mapping[str, Any]) -> tuple[float, float, int]:
+    """``row`` minus ``base`` over the seeds both have (a KD student and the student alone of the same seed
+    start from the same weights): (mean difference, sample sd of the per-seed differences, seeds paired).
+    Without common seeds: the difference of the means, its sd from the two spreads, and 0."""
+    by_seed = dict(zip(base["seeds"], base["values"]))
+    diffs = [v - by_seed[s] for s, v in zip(row["seeds"], row["values"]) if s in by_seed]
+    if not diffs:
+        return row["mean"] - base["mean"], math.hypot(row["sd"], base["sd"]), 0
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else 0.0
+    return mean, sd, len(diffs)
+
+
+def verdict(gain: float, sd: float, n_seeds: int) -> str:
+    """How a row compares with the student alone, respecting the seeds' spread: ``"above"`` or ``"below"``
+    when the paired gain exceeds the sd of the per-seed differences, ``"within noise"`` otherwise, and
+    ``"one seed"`` when fewer than two seeds were paired (a demo, not a result)."""
+    if n_seeds < 2:
+        return "one seed"
+    if abs(gain) <= sd:
+        return "within noise"
+    return "above" if gain > 0 else "below"
 
 
 def results_path(chapter: str, name: str, root: str | os.PathLike | None = None) -> Path:
@@ -77,18 +119,19 @@ def read_results(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
 
 def rows_table(rows: Sequence[Mapping[str, Any]], precision: int = 1) -> Any:
     """The rows as a DataFrame: mean +- sd, the difference to the student alone of the same task and model
-    family, and the per-seed values (what a chapter displays)."""
+    (per-seed paired, :func:`paired_gain`) with its sd, and the per-seed values (what a chapter displays)."""
     import pandas as pd
 
-    students = {(r["task"], r["metric"]): r["mean"] for r in rows if r["role"] == "student"}
+    students = {(r["task"], r["model"], r["metric"]): r for r in rows if r["role"] == "student"}
     out = []
     for r in rows:
-        base = students.get((r["task"], r["metric"]))
+        base = students.get((r["task"], r["model"], r["metric"]))
+        gain = None if base is None or r["role"] in ("student", "teacher") else paired_gain(r, base)
         out.append({"task": r["task"], "model": r["model"], "role": r["role"], "method": r["method"],
                     r["metric"]: f"{r['mean']:.{precision}f} ± {r['sd']:.{precision}f}" if len(r["values"]) > 1
                     else f"{r['mean']:.{precision}f}",
-                    "Δ vs student": None if base is None or r["role"] in ("student", "teacher")
-                    else round(r["mean"] - base, precision),
+                    "Δ vs student": None if gain is None else round(gain[0], precision),
+                    "Δ sd": None if gain is None else round(gain[1], precision),
                     "seeds": len(r["seeds"]),
                     "per seed": ", ".join(f"{v:.{precision}f}" for v in r["values"])})
     return pd.DataFrame(out)

@@ -6,17 +6,17 @@ Two layers, as for detection (``recipes/detection.py``):
   (``rskd_tutorial/configs/scrkd/``): ``sod_model`` trains one SOD net at one resolution (a teacher,
   or the "Student" baseline row); ``scrkd`` distils a trained teacher into a lower-resolution student
   (any subset of MVCD / MSFD / DSD); ``scrkd_cascade`` runs teacher -> assistant -> student
-  (``methods/scrkd.md`` 1.8, paper Sec. III-F).
+  (paper Sec. III-F, Fig. 3).
 * **Tutorial scale** -- :func:`saliency_root`, :func:`tutorial_sod_model`, :func:`tutorial_distill`
   and :func:`tutorial_cascade` size everything from the run profile and cache every run, so
-  chapter 5 (``book/05_scrkd_cascade.ipynb``) trains (or reloads) each row of its table in a line.
+  chapter 5 trains (or reloads) each row of its table in a line.
 
 :func:`cascade` is the procedure itself: stage 1 distils the high-resolution teacher into an
 assistant at the intermediate resolution, stage 2 uses that trained assistant -- frozen, in eval mode
 -- as the teacher of the low-resolution student. Every stage trains through ``engine.fit`` with a
 :class:`~rskd_tutorial.distill.base.Distiller`, which keeps the teacher in eval mode whatever
 ``train()`` is called (the official code's per-epoch ``net.train()`` puts its teacher's BatchNorm
-in training mode -- a defect we do not copy; ``methods/scrkd.md`` section 3 item 11).
+in training mode -- a defect we do not copy).
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def cascade(teacher_res: int, assistant_res: int, student_res: int, *, teacher: 
             matching: tuple[str | StageMatching | None, str | StageMatching | None] = (None, None),
             device: torch.device | str | None = None, progress: bool = False, verbose: bool = True,
             keep_checkpoint: bool = True) -> CascadeResult:
-    """Cascaded SCRKD (paper Sec. III-F, Fig. 3; ``methods/scrkd.md`` 1.8).
+    """Cascaded SCRKD (paper Sec. III-F, Fig. 3).
 
     Stage 1: ``teacher`` (trained at ``teacher_res``) -> an assistant built by ``make_student()`` at
     ``assistant_res``. Stage 2: the trained assistant becomes the teacher (frozen, eval mode; its
@@ -452,6 +452,7 @@ def tutorial_distill(profile: Any, teacher: nn.Module, teacher_res: int, student
     coefficients = coefficients or SCRKD_COEFFICIENTS["pspnet"]
     device = profile.device
     teacher = teacher.to(device)
+    seed_everything(seed)     # the student's (and any adapter's) initial weights follow the seed
     if losses is None:
         student = build_model(spec, disentangle=True)
         distiller = scrkd_distiller(student, teacher, teacher_res, student_res, coefficients=coefficients,
@@ -490,12 +491,63 @@ def tutorial_cascade(profile: Any, teacher: nn.Module, *, arch: str = "pspnet", 
                   config={"spec": asdict(spec), "train": asdict(cfg), "coefficients": asdict(coefficients),
                           "data": data_signature(data.root)})
     device = profile.device
+    done = [(cache_dir() / key / stage / FINAL_WEIGHTS).is_file() for stage in ("stage1_assistant", "stage2_student")]
+    seed_everything(seed)
     result = cascade(t, a, s, teacher=teacher.to(device), make_student=lambda: build_model(spec, disentangle=True).to(device),
                      train_set=train_set, config=cfg, out_dir=cache_dir() / key, coefficients=coefficients,
                      device=device, progress=progress, verbose=verbose, keep_checkpoint=False)
     runs = []
-    for model, res, run_dir, d in zip((result.assistant, result.student), (a, s), result.stage_dirs, result.distillers):
+    for model, res, run_dir, d, loaded in zip((result.assistant, result.student), (a, s), result.stage_dirs,
+                                              result.distillers, done):
         _, test_set = saliency_splits(data, res, res)
         metrics = evaluate_cached(run_dir, model, test_set, data.eval_size, cfg.batch_size)
-        runs.append(TutorialRun(model, run_dir, metrics, False, run_seconds(run_dir), extra={"distiller": d, "resolution": res}))
+        runs.append(TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir),
+                                extra={"distiller": d, "resolution": res}))
     return runs[0], runs[1]
+
+
+COMPARISON = ("fitnet", "at", "mvcd", "msfd", "dsd", "scrkd", "scrkd_4x", "cascade")
+"""The rows of chapter 5's table after the student alone: two feature baselines, each SCRKD component
+alone (paper Table VI), SCRKD at the 2x gap (Table II), SCRKD from the 4x teacher and the cascade (Table V)."""
+
+
+def baseline_terms(name: str, channels: int) -> Callable[[nn.Module], tuple[dict[str, nn.Module], dict[str, float]]]:
+    """FitNet (a learned 1x1 adapter, MSE, weight 1) or AT (weight 100, Zagoruyko & Komodakis) on all five
+    decoder stages, as the ``losses`` argument of :func:`tutorial_distill`."""
+    from rskd_tutorial.distill import ATLoss, FitNetLoss
+
+    levels = [f"stage{k}" for k in range(1, 6)]
+    if name == "fitnet":
+        return lambda student: ({"fitnet": FitNetLoss(levels, channels, channels)}, {"fitnet": 1.0})
+    if name == "at":
+        return lambda student: ({"at": ATLoss(levels)}, {"at": 100.0})
+    raise ValueError(f"no saliency baseline {name!r}; choose 'fitnet' or 'at'")
+
+
+def tutorial_comparison(profile: Any, teacher: nn.Module, big_teacher: nn.Module, seeds: Sequence[int], *,
+                        rows: Sequence[str] = COMPARISON, progress: bool = False) -> dict[str, list[TutorialRun]]:
+    """Chapter 5's table, one run per seed and row (each cached): ``student`` (alone, the student budget),
+    then ``rows`` of :data:`COMPARISON`. ``teacher`` is the plain net at the middle resolution (the 2x
+    gap), ``big_teacher`` the one at the highest (the 4x rows); ``assistant`` holds the cascade's stage 1."""
+    t, a, s = profile.saliency.resolutions
+    unknown = set(rows) - set(COMPARISON)
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}; choose from {COMPARISON}")
+    out: dict[str, list[TutorialRun]] = {"student": [tutorial_sod_model(profile, s, seed=k, role="student",
+                                                                        progress=progress) for k in seeds]}
+    for row in rows:
+        for k in seeds:
+            if row in ("fitnet", "at"):
+                run = tutorial_distill(profile, teacher, a, s, row, losses=baseline_terms(row, profile.saliency.channels),
+                                       seed=k, progress=progress)
+            elif row in COMPONENTS:
+                run = tutorial_distill(profile, teacher, a, s, f"scrkd-{row}", components=(row,), seed=k, progress=progress)
+            elif row == "scrkd":
+                run = tutorial_distill(profile, teacher, a, s, "scrkd", seed=k, progress=progress)
+            elif row == "scrkd_4x":
+                run = tutorial_distill(profile, big_teacher, t, s, "scrkd", seed=k, progress=progress)
+            else:
+                assistant, run = tutorial_cascade(profile, big_teacher, seed=k, progress=progress)
+                out.setdefault("assistant", []).append(assistant)
+            out.setdefault(row, []).append(run)
+    return out

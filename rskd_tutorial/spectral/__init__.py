@@ -3,7 +3,7 @@
 Taught in chapter 1, ``book/01_spectral_analysis.ipynb``. A leaf of the package: it depends only
 on torch, numpy, pytorch_wavelets and PyWavelets.
 
-* :mod:`.wavelet`    -- ``haar_dwt``/``haar_idwt`` (common.md 1.1), ``haar_subbands``,
+* :mod:`.wavelet`    -- ``haar_dwt``/``haar_idwt``, ``haar_subbands``,
   DS2D2's ``high_frequency_map``, DIPKD's ``wavelet_denoise``
 * :mod:`.fourier`    -- ``fft_bands`` (FreqKD's split), ``band_mask``, ``radial_power_spectrum``,
   ``band_energy``
@@ -11,8 +11,20 @@ on torch, numpy, pytorch_wavelets and PyWavelets.
   ``fft_lowpass_denoise``
 * :mod:`.divergence` -- ``band_divergence``, ``layerwise_band_divergence``, ``bootstrap_ci``,
   ``divergence_ratio``, ``band_energy_concentration``
+* :mod:`.analysis`   -- chapter 1's analysis helpers: ``haar_shares``, ``block_mean_map``,
+  ``shift_change``, ``flattest_window``, ``gram``, ``ridge_alignment``, ``align``, ``concentration_ci``
 """
 
+from .analysis import (
+    align,
+    block_mean_map,
+    concentration_ci,
+    flattest_window,
+    gram,
+    haar_shares,
+    ridge_alignment,
+    shift_change,
+)
 from .divergence import (
     band_divergence,
     band_energy_concentration,
@@ -47,4 +59,12 @@ __all__ = [
     "bootstrap_ci",
     "divergence_ratio",
     "band_energy_concentration",
+    "haar_shares",
+    "block_mean_map",
+    "shift_change",
+    "flattest_window",
+    "gram",
+    "ridge_alignment",
+    "align",
+    "concentration_ci",
 ]

@@ -20,7 +20,8 @@ def no_autocast(device: torch.device) -> ContextManager:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Working precision: float64 stays float64, everything else (fp16, bf16, ints) goes to float32.
 
-    common.md section 5 item 3: compute FFT/DWT in fp32 under AMP.
+    FFTs and DWTs are computed in fp32 even under AMP (half-precision cuFFT handles power-of-two
+    sizes only).
     """
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 

@@ -1,8 +1,8 @@
 """Band-wise divergence between paired features, with bootstrap confidence intervals.
 
-Taught in chapter 1, ``book/01_spectral_analysis.ipynb``; the FreqKD study of chapter 4
-(``methods/freqkd.md`` section 1.6) uses it to reproduce the claim that RGB/IR feature divergence
-is about 2.4x larger in the high band than in the low band.
+Taught in chapter 1, ``book/01_spectral_analysis.ipynb``; the FreqKD study of chapter 4 uses it
+to reproduce the abstract's claim that RGB/IR feature divergence is about 2.4x larger in the high
+band than in the low band (500 pairs, averaged over transformer layers).
 
 For paired features ``a, b`` of shape ``[N, C, H, W]`` (or token grids ``[N, D, h, w]``: drop
 CLS/register tokens and reshape row-major first), each is split into a low and a high band and,
@@ -11,15 +11,15 @@ per sample ``i`` and band ``B`` (vectors over all ``C*H*W`` entries of the band)
 * ``nmse``:   ``||a_B - b_B||^2 / (||a_B||^2 + ||b_B||^2 + eps)``. Normalised by the energy of both
   sides, so bands of very different energy are comparable; range ``[0, 2]`` (0 identical,
   1 orthogonal or one side zero, 2 for ``b = -a``).
-* ``cosine``: ``1 - cos(a_B, b_B)`` (freqkd.md 1.6), range ``[0, 2]``; defined as 0 when the two
-  band vectors are identical (including both zero).
-* ``rel_mse``: ``||a_B - b_B||^2 / (||a_B||^2 + eps)``, the second divergence of freqkd.md 1.6
-  (``a`` is the reference, e.g. the teacher).
+* ``cosine``: ``1 - cos(a_B, b_B)`` (our default for FreqKD, whose metric is not published), range
+  ``[0, 2]``; defined as 0 when the two band vectors are identical (including both zero).
+* ``rel_mse``: ``||a_B - b_B||^2 / (||a_B||^2 + eps)``, a second divergence to check the
+  cosine one against (``a`` is the reference, e.g. the teacher).
 
 The bands: ``split="fft"`` uses :func:`~rskd_tutorial.spectral.fft_bands` (``cutoff`` in cycles per
 sample, default 0.25 = half of Nyquist); ``split="haar"`` uses a one-level orthonormal Haar DWT,
-low = LL, high = the three detail bands (``common.md`` 1.1; ``cutoff``/``kind`` are ignored, the
-Haar split sits at about 0.25 cycles per sample anyway).
+low = LL, high = the three detail bands (:func:`~rskd_tutorial.spectral.haar_dwt`; ``cutoff`` and
+``kind`` are ignored, the Haar split sits at about 0.25 cycles per sample anyway).
 
 :func:`band_energy_concentration` asks *where* a difference map's energy lies (inside boxes, on
 edges), overall and per Haar band; chapter 1 uses it on teacher-student FPN differences.
@@ -92,7 +92,7 @@ def band_divergence(
     """Per-sample divergence of paired features in the low and the high band.
 
     ``d_B[i] = nmse(a_{i,B}, b_{i,B})`` (or ``cosine``/``rel_mse``), see the module docstring for
-    the equations and ranges; ``methods/freqkd.md`` sections 1.4 and 1.6.
+    the equations and ranges.
 
     Args:
         f_a, f_b: paired features of the same shape ``[N, C, H, W]`` (``[N, H, W]`` is read as
@@ -101,7 +101,8 @@ def band_divergence(
         metric: ``"nmse"``, ``"cosine"`` or ``"rel_mse"``.
         split: ``"fft"`` or ``"haar"``.
         window: ``None`` or ``"hann"``: multiply both maps by a 2-D Hann window before the FFT,
-            which limits the border leakage into the high band (freqkd.md pitfall 1).
+            which limits the border leakage into the high band (a token grid is not periodic, so
+            the FFT sees its border as an edge).
         eps: added to the denominators.
 
     Returns:
@@ -210,13 +211,13 @@ def divergence_ratio(
     ci: float = 0.95,
     generator: torch.Generator | None = None,
 ) -> tuple[float, float, float]:
-    """High-to-low divergence ratio with a paired bootstrap CI (``methods/freqkd.md`` section 1.6).
+    """High-to-low divergence ratio with a paired bootstrap CI.
 
     For one layer ``ratio = mean_i(d_high[i]) / mean_i(d_low[i])``. For a list of layers (from
     :func:`layerwise_band_divergence`) ``ratio = (1/|L|) sum_l mean_i(d^l_high) / mean_i(d^l_low)``,
-    the per-layer average of freqkd.md 1.6. The bootstrap resamples *samples* jointly: the same
-    indices for the low and the high band and for every layer, since they come from the same
-    images. Percentile interval as in :func:`bootstrap_ci`.
+    the per-layer average (the abstract's ratio is averaged over layers). The bootstrap resamples
+    *samples* jointly: the same indices for the low and the high band and for every layer, since
+    they come from the same images. Percentile interval as in :func:`bootstrap_ci`.
 
     Degenerate case: when both mean divergences are 0 (e.g. identical inputs) the ratio is defined
     as 1.0 (no band diverges more than the other); a zero low band with a positive high band gives
@@ -259,7 +260,7 @@ def band_energy_concentration(
         \\qquad
         \\text{enrichment}_B(m) = \\frac{\\sum e_B\\, m_B / \\sum e_B}{\\operatorname{mean}(m_B)}
 
-    with a one-level Haar DWT in ``mode="zero"`` (``common.md`` 1.1, DS2D2's split): ``e_low`` and
+    with a one-level Haar DWT in ``mode="zero"`` (DS2D2's split): ``e_low`` and
     ``e_high`` live on the ``ceil(H/2) x ceil(W/2)`` grid, where ``m_B`` is the mask's mean over the
     2x2 cells each coefficient summarises; for ``all``, ``m_B = m``. Sums run over the whole batch.
     Enrichment 1 means the energy is spread like the region's area; 3 means the region holds three

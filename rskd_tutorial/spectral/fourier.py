@@ -2,9 +2,10 @@
 
 Taught in chapter 1, ``book/01_spectral_analysis.ipynb`` (the FFT split is FreqKD's, chapter 4).
 
-Conventions (``methods/freqkd.md`` section 1.4). On the last two dimensions ``(h, w)`` of a real
-tensor, with the unitary DFT ``X = fft2(x, norm="ortho")`` (so Parseval holds with no factor,
-``||x||^2 = ||X||^2``) and the radial frequency in cycles per sample
+Conventions (our reconstruction: FreqKD's abstract does not say how it splits the bands). On the
+last two dimensions ``(h, w)`` of a real tensor, with the unitary DFT ``X = fft2(x, norm="ortho")``
+(so Parseval holds with no factor, ``||x||^2 = ||X||^2``) and the radial frequency in cycles per
+sample
 
 .. math::
     \\rho(u, v) = \\sqrt{\\nu_u^2 + \\nu_v^2},\\qquad
@@ -21,7 +22,7 @@ the low band is ``x_L = Re ifft2(M_L * X)`` and the high band ``x_H = x - x_L``,
   orthogonal.
 
 DC (``rho = 0``) always has low-pass gain 1. ``cutoff`` is in cycles per sample (per token for
-ViT grids), so the split does not move with the input size (``freqkd.md`` pitfall 9); 0.5 is the
+ViT grids), not in FFT bins, so the split does not move with the input size; 0.5 is the
 Nyquist frequency along an axis, and the corners of the spectrum reach ``sqrt(0.5) ~ 0.707``.
 """
 
@@ -59,7 +60,7 @@ def band_mask(
     """Low-pass mask ``M_L`` of shape ``[h, w]`` (the high-pass gain is ``1 - M_L``).
 
     ``"ideal"``: ``1[rho <= cutoff]``; ``"gaussian"``: ``exp(-rho^2 / (2 cutoff^2))`` (see the
-    module docstring; ``freqkd.md`` section 1.4). In FFT order (DC at ``[0, 0]``) unless
+    module docstring). In FFT order (DC at ``[0, 0]``) unless
     ``shift=True``, which centres DC (``torch.fft.fftshift``) for ``imshow``.
 
     Taught in chapter 1, ``book/01_spectral_analysis.ipynb``.
@@ -79,7 +80,7 @@ def band_mask(
 
 
 def fft_bands(x: torch.Tensor, cutoff: float, kind: str = "ideal") -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a real tensor into a low and a high spatial-frequency band (``freqkd.md`` section 1.4).
+    """Split a real tensor into a low and a high spatial-frequency band.
 
     .. math::
         x_L = \\Re\\,\\mathcal F^{-1}\\big(M_L \\odot \\mathcal F(x)\\big),\\qquad x_H = x - x_L
@@ -89,7 +90,7 @@ def fft_bands(x: torch.Tensor, cutoff: float, kind: str = "ideal") -> tuple[torc
     ``||x||^2 = ||x_L||^2 + ||x_H||^2``. DC is always in the low band.
 
     The FFT runs in float32 with autocast off (cuFFT half precision only supports power-of-two
-    sizes, ``freqkd.md`` pitfall 2); both bands come back in the input's dtype.
+    sizes); both bands come back in the input's dtype.
 
     Args:
         x: real tensor ``[..., h, w]`` (images, NCHW features, token grids ``[N, D, h, w]``).

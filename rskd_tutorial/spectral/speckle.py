@@ -2,8 +2,8 @@
 
 Taught in chapter 1, ``book/01_spectral_analysis.ipynb``; used in chapter 3 (DIPKD Fig. 3).
 
-The metrics follow their published definitions (``methods/common.md`` section 2.3; DIPKD names
-them in Fig. 3 without defining them). ``x`` is the noisy (original) map, ``y`` the filtered
+The metrics follow their published definitions (cited per function below; DIPKD names them in
+Fig. 3 without defining them). ``x`` is the noisy (original) map, ``y`` the filtered
 one; ``mu`` and ``sigma`` are the mean and the **population** standard deviation (ddof=0) over the
 region (or whole map) passed in:
 
@@ -51,9 +51,9 @@ def simulate_speckle(
     """Multiply an intensity image by fully developed L-look speckle.
 
     ``I_noisy = I * n`` with ``n ~ Gamma(shape=L, scale=1/L)`` i.i.d. per pixel, so
-    ``E[n] = 1`` and ``Var[n] = 1/L`` (Goodman, JOSA 1976; Oliver & Quegan 1998; ``DESIGN.md``: SAR
-    scenes use multiplicative Gamma speckle with L looks). This models *intensity* (power)
-    images; for amplitude images take the square root of the result.
+    ``E[n] = 1`` and ``Var[n] = 1/L`` (Goodman, JOSA 1976; Oliver & Quegan 1998; the package's
+    synthetic SAR scenes use this multiplicative Gamma speckle with L looks). This models
+    *intensity* (power) images; for amplitude images take the square root of the result.
 
     Args:
         intensity: non-negative clean intensity, a torch tensor or a NumPy array (any shape).
@@ -92,8 +92,8 @@ def simulate_speckle(
 def enl(region: ArrayLike) -> float:
     """Equivalent number of looks ``ENL = mu^2 / sigma^2`` (population variance, ddof=0).
 
-    Use a homogeneous region: there, L-look intensity speckle gives ENL = L (``common.md``
-    section 2.3; Oliver & Quegan 1998). A constant region returns ``inf``.
+    Use a homogeneous region: there, L-look intensity speckle gives ENL = L (Oliver & Quegan
+    1998). A constant region returns ``inf``.
 
     Taught in chapter 1, ``book/01_spectral_analysis.ipynb``.
     """
@@ -107,8 +107,7 @@ def ssi(noisy: ArrayLike, filtered: ArrayLike) -> float:
     """Speckle suppression index ``SSI = (sigma_f / mu_f) / (sigma_n / mu_n)`` (Sheng & Xia 1996).
 
     Ratio of the coefficients of variation after and before filtering; lower is better (< 1 means
-    speckle was reduced). DIPKD's Fig. 3 plots ``1/SSI``. Population std (ddof=0);
-    ``common.md`` section 2.3.
+    speckle was reduced). DIPKD's Fig. 3 plots ``1/SSI``. Population std (ddof=0).
 
     Taught in chapter 1, ``book/01_spectral_analysis.ipynb``.
     """
@@ -123,8 +122,8 @@ def smpi(noisy: ArrayLike, filtered: ArrayLike) -> float:
     """Speckle suppression and mean preservation index ``SMPI = (1 + |mu_n - mu_f|) * sigma_f / sigma_n``.
 
     Shamsoddini & Trinder 2010; lower is better: it rewards variance reduction and penalises a
-    shift of the mean. DIPKD's Fig. 3 plots ``1/SMPI``. Population std (ddof=0); ``common.md``
-    section 2.3. Note the mean difference is in the map's own units, so SMPI depends on scale.
+    shift of the mean. DIPKD's Fig. 3 plots ``1/SMPI``. Population std (ddof=0). Note the mean
+    difference is in the map's own units, so SMPI depends on scale.
 
     Taught in chapter 1, ``book/01_spectral_analysis.ipynb``.
     """
@@ -136,9 +135,9 @@ def smpi(noisy: ArrayLike, filtered: ArrayLike) -> float:
 
 
 def feature_speckle_map(feat: ArrayLike) -> ArrayLike:
-    """Channel-mean magnitude ``V = (1/C) sum_c |F_c|`` of a feature map (``common.md`` 2.3 [proposal]).
+    """Channel-mean magnitude ``V = (1/C) sum_c |F_c|`` of a feature map (our choice).
 
-    The same quantity SNS uses for its spatial attention (``dipkd.md`` 1.3(a)); it turns a
+    The same quantity SNS uses for its spatial attention (DIPKD Eq. 3); it turns a
     ``[N, C, H, W]`` (or ``[C, H, W]``) feature into ``[N, H, W]`` (or ``[H, W]``) non-negative
     maps on which ENL/SSI/SMPI are computed per image and then averaged.
 

@@ -2,7 +2,7 @@
 
 Taught in chapter 1, ``book/01_spectral_analysis.ipynb`` (used again in chapters 2 and 3).
 
-Conventions (``methods/common.md`` section 1.1). For every non-overlapping 2x2 block
+Conventions. For every non-overlapping 2x2 block
 ``[[a, b], [c, d]]`` with top-left corner at ``(2i, 2j)``::
 
     LL = (a + b + c + d) / 2      D1 = LH = (a + b - c - d) / 2
@@ -104,7 +104,7 @@ def _synthesis(ll: torch.Tensor, highs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def haar_dwt(x: torch.Tensor, levels: int = 1, mode: str = "zero") -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Multi-level 2-D Haar DWT (``methods/common.md`` section 1.1; DS2D2 uses one level, DIPKD three).
+    """Multi-level 2-D Haar DWT (conventions in the module docstring; DS2D2 uses one level, DIPKD three).
 
     Args:
         x: real tensor ``[N,C,H,W]`` (``[C,H,W]`` and ``[H,W]`` are accepted; outputs then drop the
@@ -137,7 +137,7 @@ def haar_idwt(
     mode: str = "zero",
     size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Inverse of :func:`haar_dwt` (Haar synthesis, ``methods/common.md`` section 1.1).
+    """Inverse of :func:`haar_dwt` (Haar synthesis).
 
     Args:
         ll: coarsest approximation as returned by :func:`haar_dwt`.
@@ -175,7 +175,7 @@ def haar_subbands(x: torch.Tensor, mode: str = "zero") -> dict[str, torch.Tensor
 
     ``LH = D1 = (a+b-c-d)/2`` (top row minus bottom row: responds to horizontal edges),
     ``HL = D2 = (a-b+c-d)/2`` (left minus right: vertical edges), ``HH = D3 = (a-b-c+d)/2``
-    (diagonal), ``LL = (a+b+c+d)/2`` (``methods/common.md`` section 1.1). Each has the input's
+    (diagonal), ``LL = (a+b+c+d)/2`` (see the module docstring). Each has the input's
     leading dimensions and spatial size ``ceil(H/2) x ceil(W/2)``.
 
     Taught in chapter 1, ``book/01_spectral_analysis.ipynb``.
@@ -186,13 +186,13 @@ def haar_subbands(x: torch.Tensor, mode: str = "zero") -> dict[str, torch.Tensor
 
 
 def high_frequency_map(x: torch.Tensor) -> torch.Tensor:
-    """DS2D2's high-frequency map (``methods/ds2d2.md`` section 1.3).
+    """DS2D2's high-frequency map (official code: the summed detail bands, up-sampled).
 
     .. math::
         \\mathcal H(F) = \\operatorname{Up}^{\\text{bilinear, align\\_corners=False}}_{H\\times W}
         \\Big(\\sum_{k=1}^{3} D^{(k)}(F)\\Big)
 
-    with a one-level Haar DWT in ``mode="zero"``. By the identity of ``common.md`` section 1.1,
+    with a one-level Haar DWT in ``mode="zero"``. By the block formulas of the module docstring,
     for every 2x2 block ``[[a, b], [c, d]]``
 
     .. math::
@@ -234,7 +234,7 @@ def wavelet_denoise(
     mode: str = "symmetric",
     odd_size: str = "crop",
 ) -> torch.Tensor:
-    """Wavelet soft-threshold denoiser of DIPKD's SNS (``methods/dipkd.md`` sections 1.3(d), 1.5 item 2).
+    """Wavelet soft-threshold denoiser of DIPKD's SNS (the released code's, made differentiable).
 
     DIPKD Eq. 7 writes the SNS output as ``F' = f_wld(A^C * A^S * F)`` with ``f_wld`` a
     wavelet-domain denoiser; the released code makes it this one. Per image ``b`` (all channels
@@ -249,17 +249,17 @@ def wavelet_denoise(
     3. Inverse DWT.
 
     The result is differentiable with respect to ``x`` (gradient 1 through kept coefficients,
-    0 through zeroed ones); the thresholds are computed under stop-gradient, ``t_j = sg[...]``,
-    as in ``dipkd.md`` 1.5 item 2. With ``threshold_scale=0`` it is the identity.
+    0 through zeroed ones); the thresholds are computed under stop-gradient, ``t_j = sg[...]``.
+    With ``threshold_scale=0`` it is the identity.
 
     Odd sizes: the synthesis returns ``2*ceil(H/2) x 2*ceil(W/2)``.
     ``odd_size="crop"`` (default) keeps the first ``H x W``: the padded signal is reconstructed
     exactly, so cropping gives perfect reconstruction at zero threshold. ``odd_size="bilinear"``
     resizes (``align_corners=False``) like the official NumPy code, which is then not the
-    identity even at zero threshold (``dipkd.md`` 1.3(d)); use it to reproduce the official
+    identity even at zero threshold; use it to reproduce the official
     numbers.
 
-    Small maps (``dipkd.md`` pitfall 2): if ``levels > floor(log2(min(H, W)))`` the number of
+    Small maps: if ``levels > floor(log2(min(H, W)))`` the number of
     levels is reduced to that value with a one-time warning per (levels, H, W); maps smaller
     than 2x2 are returned unchanged. (PyWavelets would instead warn and decompose anyway, with
     heavy boundary effects.)

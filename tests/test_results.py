@@ -1,0 +1,84 @@
+"""Results records: paired gains over seeds, the spread rule, rows from trained runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rskd_tutorial.recipes.detection import describe_run, run_steps
+from rskd_tutorial.recipes.results import paired_gain, result_row, rows_table, runs_row, verdict
+
+
+def _row(values, seeds=(0, 1, 2), role="kd", method="x", model="m"):
+    return result_row("saliency", model, role, method, "S", values, list(seeds))
+
+
+def test_paired_gain_uses_per_seed_differences():
+    base = _row([0.70, 0.72, 0.74], role="student", method="none")
+    kd = _row([0.71, 0.74, 0.77])                    # differences 0.01, 0.02, 0.03
+    mean, sd, n = paired_gain(kd, base)
+    assert mean == pytest.approx(0.02) and sd == pytest.approx(0.01) and n == 3
+    # an offset that is the same for every seed has no spread, although both rows do
+    mean, sd, n = paired_gain(_row([0.80, 0.82, 0.84]), base)
+    assert mean == pytest.approx(0.10) and sd == pytest.approx(0.0, abs=1e-12)
+
+
+def test_paired_gain_without_common_seeds_falls_back_to_the_means():
+    base = _row([1.0, 3.0], seeds=(0, 1), role="student")
+    kd = _row([4.0, 6.0], seeds=(5, 6))
+    mean, sd, n = paired_gain(kd, base)
+    assert (mean, n) == (pytest.approx(3.0), 0) and sd == pytest.approx((2.0 ** 0.5) * 2 ** 0.5)
+
+
+@pytest.mark.parametrize("gain, sd, n, expected", [(1.0, 0.5, 3, "above"), (-1.0, 0.5, 3, "below"),
+                                                   (0.3, 0.5, 3, "within noise"), (0.5, 0.5, 3, "within noise"),
+                                                   (5.0, 0.0, 1, "one seed")])
+def test_verdict_respects_the_spread(gain, sd, n, expected):
+    assert verdict(gain, sd, n) == expected
+
+
+def test_rows_table_pairs_each_kd_row_with_its_own_student():
+    rows = [_row([10.0, 12.0, 14.0], role="student", model="a"), _row([20.0, 20.0, 20.0], role="student", model="b"),
+            _row([11.0, 14.0, 17.0], model="a"), _row([21.0, 21.0, 21.0], model="b")]
+    t = rows_table(rows)
+    assert t["Δ vs student"].isna().tolist() == [True, True, False, False]
+    assert list(t["Δ vs student"])[2:] == [2.0, 1.0]
+    assert t.loc[2, "Δ sd"] == 1.0 and t.loc[3, "Δ sd"] == 0.0
+
+
+@dataclass
+class _Run:
+    run_dir: Path
+    metrics: dict
+    loaded_from_cache: bool
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def test_runs_row_reads_values_steps_and_seconds(tmp_path):
+    runs = []
+    for s, (ap, secs) in enumerate([(0.30, 100.0), (0.40, 120.0)]):
+        d = tmp_path / f"s{s}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 2, "step": 250, "seconds": secs}) + "\n")
+        runs.append(_Run(d, {"AP50": ap, "mAP": ap / 2}, s == 0, secs))
+    row = runs_row("optical-detection", "retinanet-x", "kd", "fitnet", "AP50", runs, [0, 1], key="AP50", scale=100.0,
+                   extra_keys=("mAP",))
+    assert row["values"] == pytest.approx([30.0, 40.0]) and row["mean"] == pytest.approx(35.0)
+    assert row["steps"] == 250 and row["train_seconds"] == pytest.approx(110.0) and row["loaded"] is False
+    assert row["extra"]["mAP"] == pytest.approx(17.5)
+    assert run_steps(runs[0].run_dir) == 250
+    assert describe_run(runs[0]) == "loaded from the cache (100 s of training)"
+    with pytest.raises(ValueError, match="one run per seed"):
+        runs_row("saliency", "m", "kd", "x", "S", runs, [0], key="AP50")
+
+
+def test_describe_run_of_a_shipped_teacher(tmp_path):
+    (tmp_path / "shipped.json").write_text(json.dumps({"name": "sar-faster_rcnn", "steps": 2124, "train_seconds": 896.2,
+                                                       "hardware": "cpu (2 threads, x86_64)", "git_commit": "abcdef1234567"}))
+    text = describe_run(_Run(tmp_path, {}, True, 896.2))
+    assert "shipped teacher 'sar-faster_rcnn'" in text and "2124 steps" in text and "commit abcdef123" in text
+    assert run_steps(tmp_path) == 2124

@@ -32,10 +32,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed-book $(VENV)/.installed-test
 
 # Re-execute the chapters in place (stored outputs are what the rendered book shows).
+# RSKD_PROFILE is set only when PROFILE is given: an exported RSKD_PROFILE is kept otherwise.
 execute: $(VENV)/.installed-book
 	@for nb in $(CHAPTERS); do \
-	  echo "executing $$nb (profile: $${PROFILE:-auto})"; \
-	  RSKD_PROFILE=$(PROFILE) $(BIN)/jupyter execute --inplace --timeout=-1 $$nb || exit 1; \
+	  echo "executing $$nb (profile: $(or $(PROFILE),$${RSKD_PROFILE:-auto}))"; \
+	  $(if $(PROFILE),RSKD_PROFILE=$(PROFILE) )$(BIN)/jupyter execute --inplace --timeout=-1 $$nb || exit 1; \
 	done
 
 book: $(VENV)/.installed-book

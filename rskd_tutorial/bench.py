@@ -128,12 +128,13 @@ def bench_detection(methods: Sequence[str] = DETECTION_METHODS, *, detector: str
                     steps: int = 5, warmup: int = 2, batch_size: int | None = None,
                     channels_last: bool = False) -> list[dict[str, Any]]:
     """Time every method in ``methods`` (see the module docstring); one record per method."""
+    from rskd_tutorial.devices import resolve_device
     from rskd_tutorial.distill import Distiller
     from rskd_tutorial.profile import get_profile
     from rskd_tutorial.recipes.detection import build_from_spec, tutorial_spec
 
     profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
-    device = torch.device(device or profile.device)
+    device = resolve_device(device or profile.device)   # a bare 'cuda' gets its index
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked for, but CUDA is not available")
     if "logit" in methods and detector != "retinanet":

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from rskd_tutorial.devices import default_device  # noqa: F401  (re-exported: chapters call it from here)
+
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 
 
@@ -119,7 +121,8 @@ class Profile:
 
     @property
     def device(self) -> torch.device:
-        """The device chapters run on: the first CUDA GPU when there is one, else the CPU."""
+        """The device chapters run on: an indexed CUDA device (``cuda:0``, or the current one) when
+        there is a GPU, else the CPU (:func:`rskd_tutorial.devices.default_device`)."""
         return default_device()
 
     def banner(self) -> str:
@@ -133,11 +136,6 @@ class Profile:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def default_device() -> torch.device:
-    """``cuda`` when a GPU is visible, else ``cpu`` (the d2l ``try_gpu`` of this book)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 _PROFILES: dict[str, Profile] = {

@@ -16,9 +16,11 @@ stays in eval mode whatever ``train()`` is called (so do any module a loss froze
 :func:`~rskd_tutorial.models.utils.freeze`, such as DS2D2's amplifier heads), and runs under
 ``torch.no_grad()`` with ``taps_only=True``.
 
-**First-step checks** (against KD that silently does nothing): on the first training call every KD
-term must be finite, must give a non-zero gradient to the student's parameters, and nothing of the
-teacher may require grad -- otherwise a :class:`DistillationCheckError` names the term.
+**First-step checks** (against KD that silently does nothing): on the first training call every
+parameter and buffer of the student, the teacher and every KD term must be on the device of the
+batch, every KD term must be finite, must give a non-zero gradient to the student's parameters, and
+nothing of the teacher may require grad -- otherwise a :class:`DistillationCheckError` names the
+tensor or the term.
 
 Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
 """
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rskd_tutorial.devices import DeviceMismatchError, check_devices
 from rskd_tutorial.models.outputs import ModelOutput
 from rskd_tutorial.models.utils import (
     freeze,
@@ -42,7 +45,8 @@ from rskd_tutorial.models.utils import (
 
 
 class DistillationCheckError(RuntimeError):
-    """A KD term is not finite, gives the student no gradient, or the teacher would receive one."""
+    """A KD term is not finite, gives the student no gradient, or the teacher would receive one; or a
+    parameter / buffer of the student, the teacher or a KD term is not on the batch's device."""
 
 
 class Distiller(nn.Module):
@@ -132,6 +136,8 @@ class Distiller(nn.Module):
         student_in = self._route(inputs, self.student_input)
         if not self.training:
             return self.student(student_in)
+        if not self._checked:
+            self.check_devices(inputs)
         s_out = self.student(student_in, targets)
         t_out = self.teacher_forward(inputs)
         losses: dict[str, Tensor] = dict(s_out.losses)
@@ -149,6 +155,18 @@ class Distiller(nn.Module):
             self._first_step_checks(raw, t_out)
             self._checked = True
         return ModelOutput(losses=losses, taps=s_out.taps, predictions=s_out.predictions)
+
+    def check_devices(self, inputs: Any) -> None:
+        """Every parameter and buffer of the student, the teacher and the KD terms must be on the device of
+        the batch ``inputs`` (the training device; its first tensor's). Runs before the first training
+        step, so that a misplaced adapter is named instead of failing inside a convolution."""
+        device = next((t.device for t in _tensors(inputs)), None)
+        if device is None:
+            return
+        try:
+            check_devices(self, device, where="Distiller")
+        except DeviceMismatchError as err:
+            raise DistillationCheckError(str(err)) from err
 
     def _first_step_checks(self, raw: Mapping[str, Tensor], t_out: ModelOutput) -> None:
         leaks = [n for n, p in self.teacher.named_parameters() if p.requires_grad]

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from rskd_tutorial.devices import module_device
 from rskd_tutorial.distill.masks import box_footprints, box_grid_extents
 from rskd_tutorial.models.outputs import ModelOutput
 from rskd_tutorial.models.utils import freeze
@@ -603,6 +604,10 @@ def ds2d2_losses(student: nn.Module, teacher: nn.Module, amplifier: nn.Module | 
         temperature, cls_weight: Faster R-CNN RoI KL (official 3, 0.5). ``qfl_beta``: RetinaNet (1).
         disw_dtype: ``"float32"`` or ``"float16"`` (official rounding). ``shared_rois``, ``roi_seed``: see
             :class:`RoISampler`.
+
+    What the terms own (the explicit stream's adapter, the RoI sampler's call counter) is built on the
+    CPU -- the adapter's initial weights do not depend on the device -- and moved to the student's
+    device; the frozen heads stay where the teacher and the amplifier are (a Distiller moves them).
     """
     arch = getattr(student, "arch", None)
     if arch is None or getattr(teacher, "arch", None) != arch:
@@ -619,6 +624,7 @@ def ds2d2_losses(student: nn.Module, teacher: nn.Module, amplifier: nn.Module | 
     losses: dict[str, nn.Module] = {}
     if "explicit_low" in on or "explicit_high" in on:
         low, high = DS2D2ExplicitLoss.pair(feats_s, disw_dtype=disw_dtype)
+        _to_device_of(student, low)                   # the adapter is shared: moving one moves both
         if "explicit_low" in on:
             losses["explicit_low"] = low
         if "explicit_high" in on:
@@ -632,10 +638,16 @@ def ds2d2_losses(student: nn.Module, teacher: nn.Module, amplifier: nn.Module | 
                     det.net.head, high_frequency=hf, matcher=student.net.proposal_matcher,
                     box_coder=student.net.box_coder, strides=student.strides, beta=qfl_beta)
     else:
-        sampler = RoISampler(student.net.roi_heads, seed=roi_seed, shared=shared_rois)
+        sampler = _to_device_of(student, RoISampler(student.net.roi_heads, seed=roi_seed, shared=shared_rois))
         for name in ("implicit_full", "implicit_high"):
             if name in on:
                 det, hf = heads[name]
                 losses[name] = DS2D2FasterRCNNImplicitLoss(det.net.roi_heads, sampler, high_frequency=hf,
                                                            temperature=temperature, cls_weight=cls_weight)
     return losses
+
+
+def _to_device_of(model: nn.Module, module: nn.Module) -> nn.Module:
+    """``module`` moved to the device of ``model``'s parameters (as it is when ``model`` has none)."""
+    device = module_device(model)
+    return module.to(device) if device is not None else module

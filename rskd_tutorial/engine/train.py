@@ -7,9 +7,11 @@ key starts with ``loss`` is summed into the objective, the others are only logge
 :class:`~rskd_tutorial.distill.base.Distiller` is such a module, so distillation needs nothing special.
 
 What it does: seeded and resumable to the bit (model, optimizer, scheduler, grad scaler, RNG states,
-epoch), mixed precision on CUDA (bf16 where supported, else fp16 with a scaler), DistributedDataParallel
-under ``torchrun`` (NCCL on GPU, gloo on CPU), gradient clipping, linear warm-up then step or cosine
-decay, an atomic checkpoint each epoch, a progress bar on rank 0, metrics appended to
+epoch), mixed precision on CUDA (bf16 on compute capability >= 8.0, else fp16 with a grad scaler:
+:func:`~rskd_tutorial.devices.amp_dtype`), a check that every parameter and buffer is on the training
+device (an indexed one: a bare ``cuda`` becomes ``cuda:<n>``), DistributedDataParallel under
+``torchrun`` (NCCL on GPU, gloo on CPU), gradient clipping, linear warm-up then step or cosine decay,
+an atomic checkpoint each epoch, a progress bar on rank 0, metrics appended to
 ``metrics.jsonl`` in the run folder (TensorBoard too when installed), and a clear error naming the
 step and the loss term when a loss stops being finite -- the last good checkpoint stays intact.
 
@@ -23,7 +25,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from rskd_tutorial.devices import amp_dtype, check_devices, resolve_device
 from rskd_tutorial.models.utils import load_state_strict
 
 CHECKPOINT = "checkpoint.pt"     # full training state, rewritten atomically each epoch
@@ -66,7 +69,7 @@ class TrainConfig:
     warmup_iters: int = 500                 # linear warm-up (the papers: 500 iterations from 0.001)
     warmup_factor: float = 0.001
     grad_clip: float | None = None          # max global grad norm; None = no clipping
-    amp: str = "auto"                       # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"                       # auto (CUDA capability >= 8.0: bf16, else fp16; CPU off) | bf16 | fp16 | off
     num_workers: int = 0
     seed: int = 0
     eval_every: int = 1                     # epochs between evaluations (the last epoch is always evaluated)
@@ -199,12 +202,33 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return decay
 
 
-def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+def training_device(device: torch.device | str | None, local_rank: int = 0, world: int = 1) -> torch.device:
+    """The indexed device :func:`fit` trains on: ``None`` -> ``cuda:<local_rank>`` with CUDA, else CPU; a bare
+    ``cuda`` -> ``cuda:<local_rank>`` under torchrun, else the current CUDA device (``cuda:0``)."""
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device, index=local_rank if world > 1 else None)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   clip_params: Iterable[torch.Tensor] | None = None, max_norm: float | None = None) -> None:
+    """One optimisation step through the grad scaler (a pass-through when it is disabled, i.e. without
+    fp16): backward of the scaled loss, ``unscale_`` *before* clipping (so ``max_norm`` bounds the true
+    gradient), ``step`` (skipped by the scaler when a gradient is inf/NaN) and ``update`` of the scale."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if max_norm is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(clip_params, max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any] | None) -> None:
+    """Restore a resumed run's grad-scaler state (scale, growth tracker). A checkpoint written without an
+    active scaler (fp32 or bf16: an empty state) leaves a fresh scaler, and a disabled scaler ignores it."""
+    if state:
+        scaler.load_state_dict(dict(state))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -352,7 +376,9 @@ def fit(
             the last one; returns named metrics that are logged with the epoch.
         resume: continue from ``out_dir/checkpoint.pt`` exactly where it stopped.
         overwrite: start over even if ``out_dir`` already holds a run.
-        device: default: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+        device: default: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; a bare ``cuda`` gets an
+            index (:func:`training_device`). Every parameter and buffer of ``model`` must be there after
+            ``model.to(device)`` (else a ``DeviceMismatchError`` names them).
         progress: show a tqdm bar (rank 0 only). ``verbose``: print one line per epoch.
         params: what to optimise (default: every parameter with ``requires_grad``).
         max_steps: stop after this many optimisation steps in total (tests, benchmarks).
@@ -361,9 +387,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     rank, local_rank, world = distributed_env()
-    if device is None:
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    device = training_device(device, local_rank, world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     distributed = _init_distributed(device)
@@ -384,7 +408,9 @@ def fit(
         dist.barrier()
 
     seed_everything(config.seed + rank)
+    check_devices(model, device, where="fit()", movable=True)    # meta tensors: .to() cannot move them
     model.to(device)
+    check_devices(model, device, where="fit()")
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     trainable = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
@@ -409,8 +435,8 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
     )
-    amp_dtype = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    autocast_dtype = amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)   # fp16 only
 
     start_epoch, step = 0, 0
     history: list[dict[str, Any]] = []
@@ -419,7 +445,7 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state.get("scaler"))
         start_epoch, step = int(state["epoch"]), int(state["step"])
         history = list(state.get("history", []))
         _set_rng_state(state["rng"])
@@ -450,17 +476,12 @@ def fit(
             for inputs, targets in bar:
                 inputs = to_device(inputs, device)
                 targets = to_device(targets, device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     losses = wrapped(inputs, targets)
                 loss = total_loss(losses)
                 _check_finite(losses, loss, epoch, step, ckpt_path, distributed)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(trainable if params is None else model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(loss, optimizer, scaler, trainable if params is None else model.parameters(),
+                               config.grad_clip)
                 scheduler.step()
                 step += 1
                 n_batches += 1

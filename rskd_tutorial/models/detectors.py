@@ -22,6 +22,10 @@ running any model twice.
 ``taps_only=True`` stops after the FPN: a frozen teacher whose head outputs are not needed costs
 one backbone pass and nothing else.
 
+Anchors and box coding run in float32 under autocast (:class:`Float32AnchorGenerator`,
+:class:`Float32BoxCoder`): torchvision generates anchors in the features' dtype, and bf16's 8-bit
+mantissa moves anchor corners by up to 2 px at 512 px (fp32 results are unchanged, bit for bit).
+
 Differences from the papers' MMDetection models, all documented in chapter 0: torchvision's RetinaNet
 classification head is used with exactly K sigmoid outputs (the wrapper shifts labels by one, as
 mmdet does); P6 of RetinaNet is computed from C5 ("on_input", as the papers' configs); BatchNorm is
@@ -33,6 +37,7 @@ Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import OrderedDict
@@ -43,7 +48,9 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tv_models
 from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
@@ -57,6 +64,69 @@ _LEVELS = {"faster_rcnn": ("p2", "p3", "p4", "p5", "p6"), "retinanet": ("p3", "p
 _STRIDES = {"faster_rcnn": (4, 8, 16, 32, 64), "retinanet": (8, 16, 32, 64, 128)}
 # anchor size at each level = scale * stride: mmdet's octave_base_scale=4 (RetinaNet), scales=[8] (RPN)
 _PAPER_ANCHOR_SCALE = {"faster_rcnn": 8.0, "retinanet": 4.0}
+
+
+_HALF = (torch.float16, torch.bfloat16)
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """float16 / bfloat16 -> float32; any other dtype as it is (fp32 and fp64 results stay bit-identical)."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
+class Float32AnchorGenerator(AnchorGenerator):
+    """torchvision's ``AnchorGenerator`` computing in float32 whatever the features' dtype.
+
+    torchvision builds the anchors in the dtype of the first feature map (and keeps its cell anchors
+    converted to it), so under bf16 autocast anchor corners are rounded to bf16's 8-bit mantissa: up
+    to 2 px at 512 px. The generator reads only the maps' sizes, dtype and device, so it is handed
+    empty float32 stand-ins (features of fp32 or fp64 pass through as they are), with autocast off.
+    """
+
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
+        dtype, device = _at_least_float32(feature_maps[0].dtype), feature_maps[0].device
+        if feature_maps[0].dtype != dtype:
+            feature_maps = [torch.empty((0, *f.shape[-2:]), dtype=dtype, device=device) for f in feature_maps]
+        with _no_autocast(device):
+            return super().forward(image_list, feature_maps)
+
+
+class Float32BoxCoder(BoxCoder):
+    """torchvision's ``BoxCoder`` encoding and decoding in float32 when given fp16 / bf16 tensors.
+
+    torchvision decodes in the dtype of the regression output (a bf16 head under autocast gives bf16
+    proposals and detections); here half-precision inputs are promoted to float32 first. fp32 inputs
+    take torchvision's own path unchanged.
+    """
+
+    @classmethod
+    def like(cls, coder: BoxCoder) -> Float32BoxCoder:
+        """The float32 coder with ``coder``'s weights and clip."""
+        return cls(coder.weights, coder.bbox_xform_clip)
+
+    def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
+        reference_boxes = reference_boxes.to(_at_least_float32(reference_boxes.dtype))
+        return super().encode_single(reference_boxes, proposals.to(_at_least_float32(proposals.dtype)))
+
+    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        return super().decode_single(rel_codes.to(_at_least_float32(rel_codes.dtype)), boxes)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device`` (a no-op on devices without autocast, e.g. ``meta``)."""
+    if device.type in _AUTOCAST_DEVICES:
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _float32_box_coding(net: nn.Module) -> None:
+    """Swap every torchvision ``BoxCoder`` inside ``net`` (RetinaNet and its regression head; Faster
+    R-CNN's RPN and RoI heads) for a :class:`Float32BoxCoder` with the same weights."""
+    for module in net.modules():
+        coder = getattr(module, "box_coder", None)
+        if isinstance(coder, BoxCoder) and not isinstance(coder, Float32BoxCoder):
+            module.box_coder = Float32BoxCoder.like(coder)
 
 
 def resnet_fpn(backbone: str, *, returned_layers: Sequence[int], out_channels: int, extra: str,
@@ -267,7 +337,7 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
         body = backbone if custom else resnet_fpn(backbone, returned_layers=(2, 3, 4), out_channels=fpn_channels,
                                                   extra="p6p7", pretrained_backbone=pretrained_backbone)
         sizes = tuple(tuple(scale * s * 2 ** (i / 3) for i in range(3)) for s in strides)
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+        anchors = Float32AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         head = None
         if head_convs is not None:
             head = light_retinanet_head(fpn_channels, anchors.num_anchors_per_location()[0], num_classes, head_convs)
@@ -277,7 +347,7 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
         body = backbone if custom else resnet_fpn(backbone, returned_layers=(1, 2, 3, 4), out_channels=fpn_channels,
                                                   extra="maxpool", pretrained_backbone=pretrained_backbone)
         sizes = tuple((scale * s,) for s in strides)
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+        anchors = Float32AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
         net = FasterRCNN(
@@ -289,6 +359,7 @@ def build_detector(arch: str, backbone: str | nn.Module, num_classes: int, *, mi
             box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1),
             box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100, **common,
         )
+    _float32_box_coding(net)
     return Detector(net, arch, num_classes, feature_transform=feature_transform, strides=strides)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rskd_tutorial.devices import default_device
 from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything, train_or_load
 from rskd_tutorial.engine.cache import SHIPPED_RECORD, run_weights
 from rskd_tutorial.engine.train import TrainConfig, load_weights
@@ -120,7 +121,7 @@ def evaluate_detector(cfg: DetectorRun, checkpoint: Path) -> dict[str, float]:
     _, val_set = detection_splits(cfg.data)
     model = build_from_spec(cfg.model, val_set.num_classes)
     load_weights(model, checkpoint)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(default_device())
     return evaluate_detection(model, val_set, batch_size=cfg.eval_batch_size)
 
 

@@ -97,10 +97,6 @@ class DIPKDRun:
     eval_batch_size: int = 8
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def train_dipkd(cfg: DIPKDRun, out_dir: Path, resume: bool = False, *, progress: bool = True) -> dict[str, float]:
     """The ``dipkd`` recipe: distil a student from the frozen teacher; writes ``out_dir/student.pt`` and
     returns the student's COCO metrics on the validation split."""

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rskd_tutorial.devices import default_device
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, DS2D2Weights, ds2d2_losses
 from rskd_tutorial.engine import evaluate_detection, fit, run_key
@@ -199,10 +200,6 @@ def make_ds2d2_losses(amplifier: nn.Module | None, weights: DS2D2Weights, option
     return make
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def train_amplifier(cfg: AmplifierRun, out_dir: Path, resume: bool = False, *, progress: bool = True) -> dict[str, float]:
     """The ``ds2d2_amplifier`` recipe: stage 2 from a trained teacher; returns the amplifier's COCO
     metrics on the validation split (what it detects from high frequencies alone)."""
@@ -216,7 +213,7 @@ def train_amplifier(cfg: AmplifierRun, out_dir: Path, resume: bool = False, *, p
 def evaluate_amplifier(cfg: AmplifierRun, checkpoint: Path) -> dict[str, float]:
     """COCO metrics of a trained amplifier (``amplifier.pt`` or its run's ``final.pt``)."""
     _, val_set = detection_splits(cfg.data)
-    amp = load_amplifier(cfg.model, val_set.num_classes, checkpoint).to(_device())
+    amp = load_amplifier(cfg.model, val_set.num_classes, checkpoint).to(default_device())
     return evaluate_detection(amp, val_set, batch_size=cfg.eval_batch_size)
 
 
@@ -257,7 +254,7 @@ def evaluate_student(cfg: Any, checkpoint: Path) -> dict[str, float]:
     _, val_set = detection_splits(cfg.data)
     student = build_from_spec(cfg.student, val_set.num_classes)
     load_state_strict(student, student_state(checkpoint))
-    return evaluate_detection(student.to(_device()), val_set, batch_size=cfg.eval_batch_size)
+    return evaluate_detection(student.to(default_device()), val_set, batch_size=cfg.eval_batch_size)
 
 
 register(Recipe("ds2d2_amplifier", AmplifierRun, train_amplifier, evaluate_amplifier,

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from rskd_tutorial.devices import default_device
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.freqkd import FreqKDLoss
 from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, train_or_load
@@ -456,10 +457,6 @@ def divergence_study(trunk: nn.Module, pairs: Dataset, *, n_pairs: int | None = 
 # full scale: the `freqkd` recipe and `rskd divergence`
 # ----------------------------------------------------------------------------------------------
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def train_freqkd(cfg: FreqKDRun, out_dir: Path, resume: bool = False, *, progress: bool = True) -> dict[str, float]:
     """The ``freqkd`` recipe: stage A (unless ``stage_a`` is null) into ``out_dir/stage_a``, then
     stage B into ``out_dir/stage_b``; returns stage B's metrics on the evaluation split. A finished
@@ -491,7 +488,7 @@ def evaluate_freqkd(cfg: FreqKDRun, checkpoint: Path) -> dict[str, float]:
     trunk = build_trunk(cfg.student if keep else dataclasses.replace(cfg.student, weights=None))
     det = detector_from_trunk(trunk, val_set.num_classes, cfg.stage_b.head, cfg.student.img_size)
     load_weights(det, checkpoint)
-    det.to(_device())
+    det.to(default_device())
     return evaluate_detection(det, val_set, batch_size=cfg.stage_b.eval_batch_size)
 
 
@@ -537,9 +534,9 @@ def divergence_main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"rskd divergence: {e}", file=sys.stderr)
         return 2
-    result = divergence_study(trunk.to(_device()), pairs, n_pairs=a.pairs or spec.pairs, blocks=spec.blocks,
-                              cutoff=spec.cutoff, kind=spec.kind, band_split=spec.band_split, metric=spec.metric,
-                              window=spec.window, include_input=a.input, n_boot=spec.n_boot,
+    result = divergence_study(trunk.to(default_device()), pairs, n_pairs=a.pairs or spec.pairs,
+                              blocks=spec.blocks, cutoff=spec.cutoff, kind=spec.kind, band_split=spec.band_split,
+                              metric=spec.metric, window=spec.window, include_input=a.input, n_boot=spec.n_boot,
                               batch_size=spec.batch_size, seed=spec.seed)
     result["config"] = str(a.config)
     text = json.dumps(result, indent=1)

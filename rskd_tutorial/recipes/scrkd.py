@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rskd_tutorial.devices import default_device, module_device, resolve_device
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.scrkd import (
     COMPONENTS,
@@ -167,9 +168,16 @@ def scrkd_distiller(student: nn.Module, teacher: nn.Module, teacher_res: int, st
                     components: Sequence[str] = COMPONENTS, matching: str | StageMatching | None = None,
                     arch: str = "pspnet") -> Distiller:
     """A Distiller for one SCRKD stage: the student reads the ``student_res`` images of a batch, the
-    (frozen, eval-mode) teacher the ``teacher_res`` ones; KD terms from :func:`scrkd_losses`."""
+    (frozen, eval-mode) teacher the ``teacher_res`` ones; KD terms from :func:`scrkd_losses`.
+
+    The KD terms are built on the CPU (MSFD's refine blocks get the same initial weights on any device)
+    and moved to the student's device; the teacher stays where it is (``Distiller.to`` or ``fit`` moves
+    everything, every KD module being a registered sub-module)."""
     m = get_matching(matching) if matching is not None else stage_matching(teacher_res, student_res, arch)
     losses, weights = scrkd_losses(student.channels, student.n_stages, m, coefficients, components)
+    device = module_device(student)
+    if device is not None:
+        losses = {name: loss.to(device) for name, loss in losses.items()}
     return Distiller(student, teacher, losses, weights, student_input=student_res, teacher_input=teacher_res)
 
 
@@ -218,6 +226,8 @@ def _run_stage(distiller: Distiller, train_set: Any, config: TrainConfig, run_di
     final = run_dir / FINAL_WEIGHTS
     if final.is_file():
         load_weights(distiller, final)
+        if device is not None:
+            distiller.to(resolve_device(device))     # as fit() would have left it
         if verbose:
             print(f"loaded finished stage {run_dir}")
         return
@@ -273,10 +283,6 @@ def cascade(teacher_res: int, assistant_res: int, student_res: int, *, teacher: 
 # full-scale recipes
 # ----------------------------------------------------------------------------------------------
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def train_sod(cfg: SODRun, out_dir: Path, resume: bool = False, *, progress: bool = True) -> dict[str, float]:
     """The ``sod_model`` recipe: one SOD net at ``cfg.resolution``, evaluated at ``data.eval_size``."""
     train_set, test_set = saliency_splits(cfg.data, cfg.resolution, cfg.resolution)
@@ -289,7 +295,7 @@ def train_sod(cfg: SODRun, out_dir: Path, resume: bool = False, *, progress: boo
 
 def evaluate_sod(cfg: SODRun, checkpoint: Path) -> dict[str, float]:
     _, test_set = saliency_splits(cfg.data, cfg.resolution, cfg.resolution)
-    model = load_weights(build_model(cfg.model, pretrained=False), checkpoint).to(_device())
+    model = load_weights(build_model(cfg.model, pretrained=False), checkpoint).to(default_device())
     return _scalars(evaluate_saliency(model, test_set, eval_size=cfg.data.eval_size, batch_size=cfg.eval_batch_size))
 
 
@@ -321,7 +327,7 @@ def _student_of(checkpoint: Path, spec: SaliencyModelSpec) -> nn.Module:
 
 def evaluate_scrkd(cfg: SCRKDRun, checkpoint: Path) -> dict[str, float]:
     _, test_set = saliency_splits(cfg.data, (cfg.teacher_resolution, cfg.student_resolution), cfg.student_resolution)
-    student = _student_of(checkpoint, cfg.model).to(_device())
+    student = _student_of(checkpoint, cfg.model).to(default_device())
     return _scalars(evaluate_saliency(student, test_set, eval_size=cfg.data.eval_size, batch_size=cfg.eval_batch_size))
 
 
@@ -335,7 +341,7 @@ def train_cascade(cfg: CascadeRun, out_dir: Path, resume: bool = False, *, progr
     result = cascade(t, a, s, teacher=_teacher(cfg), make_student=lambda: build_model(cfg.model, disentangle=True),
                      train_set=train_set, config=cfg.train, out_dir=out_dir, coefficients=cfg.coefficients,
                      components=cfg.components, matching=tuple(cfg.matching) if cfg.matching else (None, None),
-                     device=_device(), progress=progress)
+                     device=default_device(), progress=progress)
     metrics = {}
     for name, model, res in (("assistant", result.assistant, a), ("student", result.student, s)):
         _, test = saliency_splits(cfg.data, res, res)
@@ -352,7 +358,7 @@ def evaluate_cascade(cfg: CascadeRun, checkpoint: Path) -> dict[str, float]:
         checkpoint = checkpoint / "stage2_student" / FINAL_WEIGHTS
     s = cfg.resolutions[2]
     _, test_set = saliency_splits(cfg.data, s, s)
-    student = _student_of(checkpoint, cfg.model).to(_device())
+    student = _student_of(checkpoint, cfg.model).to(default_device())
     return _scalars(evaluate_saliency(student, test_set, eval_size=cfg.data.eval_size, batch_size=cfg.eval_batch_size))
 
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import compute_dtype, no_autocast
-from .divergence import _check_boot, band_energy_concentration
-from .wavelet import _analysis, haar_dwt, haar_subbands
+from .divergence import _check_boot, _energy_maps, band_energy_concentration
+from .wavelet import haar_dwt, haar_subbands
 
 __all__ = [
     "haar_shares",
@@ -230,8 +230,7 @@ def _per_image_terms(diff: Tensor, masks: Mapping[str, Tensor]) -> tuple[dict[st
     work = compute_dtype(diff)
     with no_autocast(diff.device):
         d = diff.detach().to(work)
-        ll, (high,) = _analysis(d, 1, "zero")
-        energy = {"all": (d**2).sum(1), "low": (ll**2).sum(1), "high": (high**2).sum((1, 2))}
+        energy = _energy_maps(d)
         total = {band: e.flatten(1).sum(1).double().cpu() for band, e in energy.items()}
         cells = {band: e[0].numel() for band, e in energy.items()}
         terms: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}

@@ -244,6 +244,13 @@ def divergence_ratio(
     return estimate, lo, hi
 
 
+def _energy_maps(d: Tensor) -> dict[str, Tensor]:
+    """Per-cell energy of ``d`` ``[N, C, H, W]``: ``all`` (``sum_c d^2``, ``[N, H, W]``) and the one-level
+    Haar ``low`` (LL) and ``high`` (the three detail bands) on the half-size grid."""
+    ll, (high,) = _analysis(d, 1, "zero")
+    return {"all": (d**2).sum(1), "low": (ll**2).sum(1), "high": (high**2).sum((1, 2))}
+
+
 def band_energy_concentration(
     diff: torch.Tensor, masks: Mapping[str, torch.Tensor]
 ) -> dict[str, dict[str, float]]:
@@ -279,8 +286,7 @@ def band_energy_concentration(
     work = compute_dtype(diff)
     with no_autocast(diff.device):
         d = diff.detach().to(work)
-        ll, (high,) = _analysis(d, 1, "zero")
-        energy = {"all": (d**2).sum(1), "low": (ll**2).sum(1), "high": (high**2).sum((1, 2))}
+        energy = _energy_maps(d)
         out: dict[str, dict[str, float]] = {}
         for name, m in masks.items():
             if tuple(m.shape) != (n, h, w):

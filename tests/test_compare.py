@@ -234,3 +234,13 @@ def test_malformed_or_mixed_records_fail(tmp_path):
     (tmp_path / "02_x.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(AssertionError, match="malformed"):
         record_files(tmp_path)
+
+
+def test_a_kd_row_is_measured_against_the_teacher_it_names():
+    rec = saliency_file()
+    rec["rows"].append(result_row("saliency", "pspnet-112px", "kd", "scrkd-2x", "S", [0.85], [0],
+                                  extra={"teacher": "pspnet-224px"}))
+    table = common_ground([rec])
+    named = line(table, "scrkd-2x")
+    assert named["teacher"] == pytest.approx(0.90) and named["gap closed"] == pytest.approx(0.05 / 0.10)
+    assert line(table, "scrkd")["teacher"] == pytest.approx(0.92)     # no name: the strongest teacher

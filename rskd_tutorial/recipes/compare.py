@@ -130,12 +130,17 @@ def missing_chapters(records: Iterable[Mapping[str, Any]]) -> list[str]:
 # the common-ground table
 
 
-def _pick_teacher(rows: Sequence[Mapping[str, Any]], student: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The teacher a (task, model) group is measured against: a teacher row of the same file, task and
-    metric, of the student's family if there is one; of several (chapter 5 has teachers at 2x and 4x the
-    student's resolution) the strongest, the ceiling a distilled student could reach."""
+def _pick_teacher(rows: Sequence[Mapping[str, Any]], student: Mapping[str, Any],
+                  named: str | None = None) -> Mapping[str, Any] | None:
+    """The teacher a row is measured against: the teacher row whose model a KD row names in
+    ``extra["teacher"]`` (chapter 5's 2x rows learn from the 48 px net, its 4x rows from the 96 px one);
+    else a teacher row of the same file, task and metric, of the student's family if there is one, and of
+    several the strongest, the ceiling a distilled student could reach."""
     cands = [r for r in rows if r["role"] == "teacher" and r["task"] == student["task"]
              and r["metric"] == student["metric"]]
+    chosen = [r for r in cands if named is not None and r["model"] == named]
+    if chosen:
+        return chosen[0]
     same = [r for r in cands if family(r["model"]) == family(student["model"])]
     cands = same or cands
     return max(cands, key=lambda r: r["mean"]) if cands else None
@@ -213,7 +218,8 @@ def common_ground(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 base, home = own.get(key), rows
                 if base is None:
                     base, home = students_anywhere.get((*key, rec["profile"]), (None, rows))
-                teacher = _pick_teacher(rows, base or r) or _pick_teacher(home, base or r)
+                named = (r.get("extra") or {}).get("teacher")
+                teacher = _pick_teacher(rows, base or r, named) or _pick_teacher(home, base or r, named)
                 if key not in done_ref:
                     done_ref.add(key)
                     if teacher is not None:

@@ -108,8 +108,8 @@ def step0_terms(profile: Any, arch: str, teacher: nn.Module,
     fresh = build_from_spec(tutorial_spec(profile, arch, "student"), train_set.num_classes).to(device)
     losses = dict(make_losses(fresh, teacher))
     out = Distiller(fresh, teacher, losses, {m: 1.0 for m in losses}).to(device).train()(*batch)
-    det = sum(float(v) for k, v in out.losses.items() if k.startswith("loss_") and not k.startswith("loss_kd"))
-    return {m: float(out.losses[f"kd_{m}"]) for m in losses}, det
+    det = sum(float(v.detach()) for k, v in out.losses.items() if k.startswith("loss_") and not k.startswith("loss_kd"))
+    return {m: float(out.losses[f"kd_{m}"].detach()) for m in losses}, det
 
 
 def balanced_weight(raw: float, det: float, w_max: float = 1000.0) -> float:

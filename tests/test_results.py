@@ -82,3 +82,17 @@ def test_describe_run_of_a_shipped_teacher(tmp_path):
     text = describe_run(_Run(tmp_path, {}, True, 896.2))
     assert "shipped teacher 'sar-faster_rcnn'" in text and "2124 steps" in text and "commit abcdef123" in text
     assert run_steps(tmp_path) == 2124
+
+
+def test_timing_summary_counts_trained_loaded_and_shipped(tmp_path):
+    import time
+
+    from rskd_tutorial.recipes.detection import timing_summary
+
+    shipped = tmp_path / "t"
+    shipped.mkdir()
+    (shipped / "shipped.json").write_text("{}")
+    runs = [_Run(shipped, {}, True, 1000.0), _Run(tmp_path, {}, True, 50.0), _Run(tmp_path, {}, False, 30.0)]
+    line = timing_summary(runs, time.time(), "banner")
+    assert "1 runs trained in this execution (30 s), 2 loaded (1 shipped teachers)" in line
+    assert "1080 s cold, 80 s with the shipped teachers | banner" in line

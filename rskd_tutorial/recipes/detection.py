@@ -16,7 +16,7 @@ Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,20 @@ def describe_run(run: TutorialRun) -> str:
         return (f"shipped teacher '{rec.get('name')}' (trained {rec.get('steps')} steps in {rec.get('train_seconds', 0):.0f} s "
                 f"on {rec.get('hardware')}, commit {str(rec.get('git_commit', '?'))[:9]})")
     return f"{'loaded from the cache' if run.loaded_from_cache else 'trained'} ({run.seconds:.0f} s of training)"
+
+
+def timing_summary(runs: Sequence[TutorialRun], started: float, banner: str) -> str:
+    """A chapter's last line: its wall time, how many runs trained now and how many were loaded (shipped
+    teachers among them), and the training time of all its models cold and with the shipped teachers."""
+    import time
+
+    trained = [r for r in runs if not r.loaded_from_cache]
+    shipped = [r for r in runs if (r.run_dir / SHIPPED_RECORD).is_file()]
+    cold = sum(r.seconds for r in runs)
+    return (f"chapter wall time: {time.time() - started:.0f} s | {len(trained)} runs trained in this execution "
+            f"({sum(r.seconds for r in trained):.0f} s), {len(runs) - len(trained)} loaded ({len(shipped)} shipped "
+            f"teachers) | training time of every model here: {cold:.0f} s cold, "
+            f"{cold - sum(r.seconds for r in shipped):.0f} s with the shipped teachers | {banner}")
 
 
 def run_steps(run_dir: Path) -> int | None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from rskd_tutorial.devices import default_device
 from rskd_tutorial.distill.base import Distiller
-from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, DS2D2Weights, ds2d2_losses
+from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, TERMS, DS2D2Weights, ds2d2_losses
 from rskd_tutorial.engine import evaluate_detection, fit, run_key
 from rskd_tutorial.engine.train import FitResult, TrainConfig, load_checkpoint
 from rskd_tutorial.models.detectors import Detector
@@ -310,3 +310,24 @@ def ds2d2_student(profile: Any, arch: str, teacher: TutorialRun, amplifier: Tuto
            "teacher": str(teacher.run_dir)}
     return distill_student(profile, arch, teacher.model, name, make_ds2d2_losses(amp, weights, opts),
                            weights.terms(), kind=kind, seed=seed, key_config=key, **kwargs)
+
+
+def balanced_ds2d2_weights(profile: Any, arch: str, teacher: TutorialRun, amplifier: TutorialRun, *,
+                           options: DS2D2Options | None = None, kind: str = "optical", seed: int = 0,
+                           ) -> tuple[DS2D2Weights, dict[str, dict[str, float]]]:
+    """Chapter 0's step-0 rule for each of DS2D2's four terms: one Distiller step of a fresh student with
+    every term at weight 1 (:func:`~rskd_tutorial.recipes.methods.step0_terms`), then
+    ``lambda_k = round_125(L_det / L_k)`` (:func:`~rskd_tutorial.recipes.methods.balanced_weight`), so that
+    each weighted term starts about as large as the detection loss.
+
+    The official ``dist_cfg`` values were tuned for 256-channel FPNs on 800 px DIOR images; this is the
+    scale-free alternative the chapter sets beside them. Returns the weights and, per term, ``raw``
+    (``L_k``) and ``det``.
+    """
+    from rskd_tutorial.recipes.methods import balanced_weight, step0_terms
+
+    ones = DS2D2Weights(1.0, 1.0, 1.0, 1.0)
+    raw, det = step0_terms(profile, arch, teacher.model, make_ds2d2_losses(amplifier.model, ones, options),
+                           kind=kind, seed=seed)
+    weights = DS2D2Weights(**{t: balanced_weight(raw[t], det) for t in TERMS})
+    return weights, {t: {"raw": raw[t], "det": det} for t in TERMS}

@@ -66,3 +66,22 @@ def test_step0_terms_do_not_depend_on_the_global_random_state(tmp_path, monkeypa
 
     w, info = balanced_dipkd_weight(P, "faster_rcnn", Run())
     assert w == min(round_125(info["det"] / info["raw"]), 1000.0) and info["raw"] > 0
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "faster_rcnn"])
+def test_balanced_ds2d2_weights_bring_each_of_the_four_terms_near_the_detection_loss(arch, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from rskd_tutorial.distill.ds2d2 import TERMS
+    from rskd_tutorial.recipes.ds2d2 import balanced_ds2d2_weights, build_amplifier
+
+    monkeypatch.setenv("RSKD_CACHE", str(tmp_path))
+    P = get_profile("ci")
+    spec = tutorial_spec(P, arch, "teacher")
+    teacher = build_from_spec(spec, 5).eval()
+    amplifier = build_amplifier(spec, 5, teacher).eval()
+    weights, info = balanced_ds2d2_weights(P, arch, SimpleNamespace(model=teacher), SimpleNamespace(model=amplifier))
+    assert set(info) == set(TERMS) and set(weights.terms()) == set(TERMS)
+    for term in TERMS:
+        weighted = getattr(weights, term) * info[term]["raw"]
+        assert 1 / math.sqrt(2.5) - 1e-6 <= weighted / info[term]["det"] <= math.sqrt(2.5) + 1e-6, (term, weights, info)

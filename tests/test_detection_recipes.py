@@ -9,6 +9,7 @@ import torch
 from rskd_tutorial.distill import FitNetLoss
 from rskd_tutorial.profile import get_profile
 from rskd_tutorial.recipes import detection as det_recipes
+from rskd_tutorial.recipes import runs
 
 
 def test_tutorial_runs_start_from_seeded_weights_and_write_data_quietly(tmp_path: Path, monkeypatch, capsys):
@@ -23,8 +24,8 @@ def test_tutorial_runs_start_from_seeded_weights_and_write_data_quietly(tmp_path
         initial.append({k: v.clone() for k, v in model.state_dict().items()})
         return model, tmp_path / "run", True
 
-    monkeypatch.setattr(det_recipes, "train_or_load", fake_train_or_load)
-    monkeypatch.setattr(det_recipes, "_evaluate_cached", lambda *args, **kwargs: {})
+    monkeypatch.setattr(runs, "train_or_load", fake_train_or_load)
+    monkeypatch.setattr(runs, "cached_metrics", lambda *args, **kwargs: {})
     torch.manual_seed(1)
     det_recipes.tutorial_teacher(P, "retinanet", role="student", verbose=False)
     torch.manual_seed(2)                                     # other global RNG state: same student

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rskd_tutorial.recipes.detection import describe_run, run_steps
-from rskd_tutorial.recipes.results import paired_gain, result_row, rows_table, runs_row, verdict
+from rskd_tutorial.recipes.runs import describe_run, run_steps
+from rskd_tutorial.recipes.results import (detection_row, labelled_table, paired_gain, result_row, rows_table, runs_row,
+                                          verdict)
 
 
 def _row(values, seeds=(0, 1, 2), role="kd", method="x", model="m"):
@@ -87,7 +88,7 @@ def test_describe_run_of_a_shipped_teacher(tmp_path):
 def test_timing_summary_counts_trained_loaded_and_shipped(tmp_path):
     import time
 
-    from rskd_tutorial.recipes.detection import timing_summary
+    from rskd_tutorial.recipes.runs import timing_summary
 
     shipped = tmp_path / "t"
     shipped.mkdir()
@@ -96,3 +97,23 @@ def test_timing_summary_counts_trained_loaded_and_shipped(tmp_path):
     line = timing_summary(runs, time.time(), "banner")
     assert "1 runs trained in this execution (30 s), 2 loaded (1 shipped teachers)" in line
     assert "1080 s cold, 80 s with the shipped teachers | banner" in line
+
+
+def test_detection_row_and_labelled_table(tmp_path):
+    runs = []
+    for s, ap in enumerate([0.20, 0.30]):
+        d = tmp_path / f"s{s}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "step": 10, "seconds": 5.0}) + "\n")
+        runs.append(_Run(d, {"AP50": ap, "mAP": ap / 2, "APs": ap / 4}, False, 5.0))
+    base = detection_row("optical-detection", "retinanet", "regnetx_002", "student", "none", runs, [0, 1])
+    kd = detection_row("optical-detection", "retinanet", "regnetx_002", "kd", "fitnet", runs[::-1], [0, 1])
+    assert base["model"] == "retinanet-regnetx_002" and base["values"] == pytest.approx([20.0, 30.0])
+    assert base["extra"]["mAP"] == pytest.approx(12.5) and base["extra"]["APs"] == pytest.approx(6.25)
+    t = labelled_table([base, kd], ["student alone", "+ FitNet"])
+    assert list(t.index) == ["student alone", "+ FitNet"] and "task" not in t.columns and "model" not in t.columns
+    assert t.loc["+ FitNet", "Δ vs student"] == 0.0 and t.loc["+ FitNet", "Δ sd"] == pytest.approx(14.1)
+    assert t.loc["student alone", "mAP"] == 12.5
+    with pytest.raises(ValueError, match="one label per row"):
+        labelled_table([base], ["a", "b"])
+

@@ -15,8 +15,8 @@ the distilled features; ``rskd_tutorial.models.saliency``); teachers are any SOD
 family (their ``features`` taps are the decoder stage maps). Which teacher stage each student stage
 meets depends on the resolution gap: :data:`STAGE_MATCHING`.
 
-The two-stage cascade lives in ``rskd_tutorial.recipes.scrkd`` (``cascade`` is re-exported here
-lazily; this module never imports the engine).
+The two-stage cascade is a training procedure, so it lives with the recipes:
+:func:`rskd_tutorial.recipes.scrkd.cascade`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rskd_tutorial.models.outputs import ModelOutput
-from rskd_tutorial.models.saliency import _init_official, conv_bn_prelu, sod_loss, structure_loss
+from rskd_tutorial.models.saliency import conv_bn_prelu, init_official_weights, sod_loss, structure_loss
 
 __all__ = [
     "DSDLoss", "MVCDLoss", "MultiScaleFeatureDistillation", "SCRKDCoefficients", "SCRKD_COEFFICIENTS",
@@ -252,7 +252,7 @@ class MultiScaleFeatureDistillation(nn.Module):
         super().__init__()
         self.matching = get_matching(matching)
         self.refine = nn.ModuleList(conv_bn_prelu(channels, channels) for _ in range(n_stages))
-        _init_official(self)
+        init_official_weights(self)
         self.last_weights: Tensor | None = None
 
     def fuse(self, feats: Sequence[Tensor], k: int, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,13 +373,3 @@ def scrkd_losses(channels: int, n_stages: int = 5, matching: str | StageMatching
     }
     losses = {c: build[c][0]() for c in COMPONENTS if c in components}
     return losses, {c: build[c][1] for c in losses}
-
-
-def __getattr__(name: str) -> Any:
-    # the cascade is a recipe (it trains through the engine); re-exported lazily so that importing
-    # this module never imports the engine
-    if name == "cascade":
-        from rskd_tutorial.recipes.scrkd import cascade
-
-        return cascade
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The training loop, evaluation and the run cache: one home for each."""
 
-from rskd_tutorial.engine.cache import cache_dir, run_key, train_or_load
+from rskd_tutorial.engine.cache import cache_dir, load_finished, run_key, train_or_load
 from rskd_tutorial.engine.evaluate import (
     coco_metrics,
     detections_to_coco,
@@ -25,6 +25,6 @@ from rskd_tutorial.engine.train import (
 __all__ = [
     "FitResult", "NonFiniteLossError", "RunExistsError", "TrainConfig", "cache_dir",
     "coco_metrics", "detections_to_coco", "evaluate_detection", "evaluate_saliency",
-    "fit", "load_checkpoint", "load_weights", "predict_detections", "read_metrics", "run_key",
+    "fit", "load_checkpoint", "load_finished", "load_weights", "predict_detections", "read_metrics", "run_key",
     "saliency_metrics", "seed_everything", "to_device", "train_or_load",
 ]

@@ -46,6 +46,17 @@ def run_weights(run_dir: Path) -> Path | None:
     return None
 
 
+def load_finished(model: nn.Module, run_dir: str | os.PathLike, *, strict: bool = True) -> bool:
+    """Load ``run_dir/final.pt`` into ``model`` if that run finished; return whether it had. The one
+    "finished before?" test of the cache (:func:`train_or_load`) and of multi-stage recipes whose stages
+    live in one run folder (the SCRKD cascade, FreqKD's stage A)."""
+    final = Path(run_dir) / FINAL_WEIGHTS
+    if not final.is_file():
+        return False
+    load_weights(model, final, strict=strict)
+    return True
+
+
 def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, strict: bool = True,
                   verbose: bool = True, shipped: bool = True) -> tuple[nn.Module, Path, bool]:
     """Load ``model``'s weights from the cached run ``key`` if it finished, else from the teacher store
@@ -60,8 +71,7 @@ def train_or_load(model: nn.Module, key: str, train: Callable[[Path], Any], *, s
     """
     run_dir = cache_dir() / key
     final = run_dir / FINAL_WEIGHTS
-    if final.is_file():
-        load_weights(model, final, strict=strict)
+    if load_finished(model, run_dir, strict=strict):
         if verbose:
             print(f"loaded cached run {key}")
         return model, run_dir, True

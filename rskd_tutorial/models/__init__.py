@@ -8,13 +8,13 @@ __all__ = ["ModelOutput", "count_parameters", "freeze", "load_state_strict"]
 # ViT trunks, simple feature pyramid, ViT detectors (chapter 4)
 from rskd_tutorial.models.vit import (  # noqa: E402
     FeatureModel,
-    ResNetTrunk,
     SimpleFeaturePyramid,
     ViTTrunk,
     build_vit_detector,
     create_vit,
     load_vit_weights,
 )
+from rskd_tutorial.models.trunks import ResNetTrunk  # noqa: E402
 
 __all__ += ["FeatureModel", "ResNetTrunk", "SimpleFeaturePyramid", "ViTTrunk", "build_vit_detector", "create_vit",
             "load_vit_weights"]

@@ -184,7 +184,7 @@ class AdaptiveAggregation(nn.Module):
         return self.fusion(fused), w
 
 
-def _init_official(module: nn.Module, skip: tuple[type, ...] = ()) -> None:
+def init_official_weights(module: nn.Module, skip: tuple[type, ...] = ()) -> None:
     """Kaiming-normal (fan-in, ReLU gain) convs with zero bias, BN weight 1 / bias 0, as the official
     ``weight_init``; modules of a type in ``skip`` keep PyTorch's default init (the official init
     never descends into ``DecoupledConvolution``)."""
@@ -199,7 +199,7 @@ def _init_official(module: nn.Module, skip: tuple[type, ...] = ()) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         else:
-            _init_official(m, skip)
+            init_official_weights(m, skip)
 
 
 class _Normalize(nn.Module):
@@ -364,7 +364,7 @@ class SaliencyPSPNet(_SaliencyNet):
         self._build_disentangle(channels, disentangle)
         # official init: everything but the encoder (torchvision's own init or the pretrained file)
         # and the three disentangle branches (PyTorch default init, as in the official code)
-        _init_official(self, skip=(ResNetEncoder, FeatureDisentangle))
+        init_official_weights(self, skip=(ResNetEncoder, FeatureDisentangle))
 
     def forward(self, images: Tensor, targets: Tensor | None = None, *, taps_only: bool = False) -> ModelOutput:
         s = self.encoder(self.normalize(images))

@@ -41,19 +41,41 @@ def _is_frozen_key(model: nn.Module, key: str) -> bool:
     return bool(prefixes) and key.startswith(prefixes)
 
 
+def model_state(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """The weights of a state dict or of a file written by ``engine.fit`` (``final.pt`` / ``checkpoint.pt``,
+    whose weights sit under ``"model"``), loaded on the CPU with ``weights_only=True``."""
+    if not isinstance(source, Mapping):
+        where = os.fspath(source)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"checkpoint not found: {where}")
+        source = torch.load(where, map_location="cpu", weights_only=True)
+    return source.get("model", source) if isinstance(source.get("model", None), Mapping) else source
+
+
+def weights_under(source: str | os.PathLike | Mapping[str, torch.Tensor], prefix: str, *,
+                  required: bool = False) -> dict[str, torch.Tensor]:
+    """A sub-module's weights from a whole model's: the keys under ``prefix`` (``"student."`` of a
+    Distiller run, ``"detector."`` of a wrapped detector) with the prefix removed. Without any such key the
+    weights are returned as they are (they already are the sub-module's) -- or, with ``required``, that is
+    an error naming the source."""
+    state = model_state(source)
+    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if out:
+        return out
+    if required:
+        where = "the given state dict" if isinstance(source, Mapping) else os.fspath(source)
+        raise RuntimeError(f"{where} holds no '{prefix}*' weights")
+    return dict(state)
+
+
 def load_state_strict(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
     """Load weights into ``model`` strictly: any missing or unexpected key is an error that lists them.
 
     ``source`` is a state dict or a file written by ``engine.fit`` (``final.pt`` / ``checkpoint.pt``,
     whose weights sit under ``"model"``), loaded with ``weights_only=True``.
     """
-    where = "the given state dict"
-    if not isinstance(source, Mapping):
-        where = os.fspath(source)
-        if not os.path.isfile(where):
-            raise FileNotFoundError(f"checkpoint not found: {where}")
-        source = torch.load(where, map_location="cpu", weights_only=True)
-    state = source.get("model", source) if isinstance(source.get("model", None), Mapping) else source
+    where = "the given state dict" if isinstance(source, Mapping) else os.fspath(source)
+    state = model_state(source)
     own = model.state_dict()   # a Distiller leaves its frozen teacher out of both sides
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own and not _is_frozen_key(model, k)]

@@ -52,7 +52,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)   # torchvision's detection transform uses
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "FeatureModel", "ResNetTrunk", "SimpleFeaturePyramid", "ViTTrunk",
+    "IMAGENET_MEAN", "IMAGENET_STD", "FeatureModel", "SimpleFeaturePyramid", "ViTTrunk",
     "build_vit_detector", "create_vit", "load_vit_weights",
 ]
 
@@ -157,32 +157,6 @@ class ViTTrunk(nn.Module):
         maps = self.vit.forward_intermediates(x, indices=list(take), norm=self.norm, stop_early=True,
                                               output_fmt="NCHW", intermediates_only=True)
         return OrderedDict(zip((tap_name(b) for b in take), maps))
-
-
-class ResNetTrunk(nn.Module):
-    """A torchvision ResNet body tapped at C5 (``OrderedDict("c5" -> [B, 2048, H/32, W/32])``), for
-    FreqKD's cross-architecture row (a ResNet-50 student of a ViT teacher; the abstract reports
-    +1.0 mAP50).
-
-    ``body`` is built exactly as :func:`~rskd_tutorial.models.detectors.resnet_fpn` builds a
-    RetinaNet's body (with ImageNet weights from a local file: FrozenBatchNorm, stem and layer1
-    frozen, as mmdet does), so its weights move into a detector built with the same
-    ``pretrained_backbone`` by ``detector.net.backbone.body.load_state_dict(trunk.body.state_dict())``.
-    """
-
-    def __init__(self, backbone: str = "resnet50", *, pretrained_backbone: str | os.PathLike | None = None):
-        super().__init__()
-        from rskd_tutorial.models.detectors import resnet_fpn
-
-        self.body = resnet_fpn(backbone, returned_layers=(2, 3, 4), out_channels=8, extra="p6p7",
-                               pretrained_backbone=pretrained_backbone).body
-        self.arch = backbone
-        self.pretrained_backbone = pretrained_backbone
-        self.names = ("c5",)
-        self.embed_dim = 512 if backbone in ("resnet18", "resnet34") else 2048
-
-    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        return OrderedDict(c5=list(self.body(x).values())[-1])
 
 
 class FeatureModel(nn.Module):

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from rskd_tutorial.recipes.results import ROLES, TASKS, paired_gain, read_results, results_path, verdict
+from rskd_tutorial.recipes.results import ROLES, TASKS, mean_pm, paired_gain, read_results, results_path, verdict
 
 __all__ = ["CHAPTERS", "ROW_KEYS", "check_record", "record_files", "records_overview", "missing_chapters",
            "family", "precision", "common_ground", "join_bench", "guide", "format_table", "gain_cost_points"]
@@ -260,13 +260,6 @@ def join_bench(table: pd.DataFrame, bench: Iterable[Mapping[str, Any]]) -> pd.Da
 # display
 
 
-def _pm(mean: Any, sd: Any, digits: int, n: int = 2, sign: bool = False) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
-    m = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
-    return m if n < 2 or sd is None or (isinstance(sd, float) and math.isnan(sd)) else f"{m} ± {sd:.{digits}f}"
-
-
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """The display form of :func:`common_ground` (optionally after :func:`join_bench`): mean ± sd strings
     rounded per metric (AP50 to 0.1, S to 0.001), gap closed in %, cost to 0.01."""
@@ -276,10 +269,10 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         kd = t["role"] == "kd"
         line = {"chapter": t["chapter"], "profile": t["profile"], "model": t["model"],
                 "row": t["role"] if t["role"] != "kd" else t["method"], "metric": t["metric"],
-                "teacher": _pm(t["teacher"], None, d, 1),
-                "student alone": _pm(t["student"], t["student sd"], d, t["student seeds"]),
-                "row mean": _pm(t["mean"], t["sd"], d, t["seeds"]),
-                "gain": _pm(t["gain"], t["gain sd"], d, t["paired"], sign=True) if kd else "",
+                "teacher": mean_pm(t["teacher"], None, d, 1),
+                "student alone": mean_pm(t["student"], t["student sd"], d, t["student seeds"]),
+                "row mean": mean_pm(t["mean"], t["sd"], d, t["seeds"]),
+                "gain": mean_pm(t["gain"], t["gain sd"], d, t["paired"], sign=True) if kd else "",
                 "gap closed": "" if pd.isna(t["gap closed"]) else f"{100 * t['gap closed']:.0f} %",
                 "verdict": "" if pd.isna(t["verdict"]) else t["verdict"], "seeds": t["seeds"],
                 "train time ×": "" if pd.isna(t["cost"]) else f"{t['cost']:.2f}"}
@@ -322,7 +315,7 @@ def gain_cost_points(table: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]
 def _named(lines: pd.DataFrame, d: int, with_gap: bool = False) -> str:
     parts = []
     for _, t in lines.iterrows():
-        s = f"{t['method']} ({_pm(t['gain'], t['gain sd'], d, t['paired'], sign=True)}"
+        s = f"{t['method']} ({mean_pm(t['gain'], t['gain sd'], d, t['paired'], sign=True)}"
         if with_gap and t["gap closed"] is not None and not pd.isna(t["gap closed"]):
             s += f", {100 * t['gap closed']:.0f} % of the gap"
         if t["cost"] is not None and not pd.isna(t["cost"]):
@@ -339,7 +332,7 @@ def _clause(g: pd.DataFrame) -> str:
     head = f"chapter {int(first['chapter'])} ({first['profile']} profile)"
     if pd.isna(first["student"]):
         return f"{head}: no student-alone row to compare with, so no method is recommended"
-    student = _pm(first["student"], first["student sd"], d, first["student seeds"])
+    student = mean_pm(first["student"], first["student sd"], d, first["student seeds"])
     if pd.isna(first["teacher"]):
         ref = f"student alone {student} {metric}, no teacher row"
     else:

@@ -16,8 +16,8 @@ Taught in chapter 0 (``book/00_distilling_a_detector.ipynb``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from rskd_tutorial.devices import default_device
-from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything, train_or_load
-from rskd_tutorial.engine.cache import SHIPPED_RECORD, run_weights
+from rskd_tutorial.engine import cache_dir, evaluate_detection, fit, run_key, seed_everything
 from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
+from rskd_tutorial.models.utils import load_state_strict, weights_under
 from rskd_tutorial.recipes.registry import Recipe, register
+from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure
 
 SYNTHETIC_KINDS = ("optical", "sar", "rgbir")
 
@@ -101,7 +102,8 @@ def detection_splits(data: DetectionData, eval_split: str | None = None) -> tupl
     return train, val
 
 
-def _collate() -> Callable:
+def detection_collate() -> Callable:
+    """The collate function of detection batches (``data.collate_detection``: lists of images and targets)."""
     from rskd_tutorial.data import collate_detection
 
     return collate_detection
@@ -111,7 +113,7 @@ def train_detector(cfg: DetectorRun, out_dir: Path, resume: bool = False, *, pro
     """The ``detector`` recipe: train, evaluate on the validation split each ``eval_every`` epochs."""
     train_set, val_set = detection_splits(cfg.data)
     model = build_from_spec(cfg.model, train_set.num_classes)
-    result = fit(model, train_set, cfg.train, out_dir, collate_fn=_collate(), resume=resume, progress=progress,
+    result = fit(model, train_set, cfg.train, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
                  evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
     return result.final_metrics
 
@@ -123,6 +125,15 @@ def evaluate_detector(cfg: DetectorRun, checkpoint: Path) -> dict[str, float]:
     load_weights(model, checkpoint)
     model.to(default_device())
     return evaluate_detection(model, val_set, batch_size=cfg.eval_batch_size)
+
+
+def evaluate_student(cfg: Any, checkpoint: str | Path) -> dict[str, float]:
+    """COCO metrics of a distilled student (``student.pt`` or the Distiller run's ``final.pt``, keys
+    ``student.*``) of any recipe whose config has ``data``, ``student`` and ``eval_batch_size`` (DS2D2, DIPKD)."""
+    _, val_set = detection_splits(cfg.data)
+    student = build_from_spec(cfg.student, val_set.num_classes)
+    load_state_strict(student, weights_under(checkpoint, "student."))
+    return evaluate_detection(student.to(default_device()), val_set, batch_size=cfg.eval_batch_size)
 
 
 register(Recipe("detector", DetectorRun, train_detector, evaluate_detector,
@@ -202,98 +213,13 @@ def tutorial_train_config(profile: Any, arch: str, role: str, seed: int = 0, **o
     return TrainConfig(**kwargs)
 
 
-@dataclass
-class TutorialRun:
-    """A trained (or cache-loaded) model of a chapter with its run folder and validation metrics."""
-
-    model: nn.Module
-    run_dir: Path
-    metrics: dict[str, float]
-    loaded_from_cache: bool
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _evaluate_cached(run_dir: Path, model: nn.Module, val_set: Any, batch_size: int) -> dict[str, float]:
-    """Validation metrics, stored beside the weights so a cache hit does not re-evaluate."""
-    path, weights = run_dir / "eval.json", run_weights(run_dir)
-    if path.is_file() and weights is not None and path.stat().st_mtime >= weights.stat().st_mtime:
-        return json.loads(path.read_text())
-    metrics = evaluate_detection(model, val_set, batch_size=batch_size)
-    path.write_text(json.dumps(metrics))
-    return metrics
-
-
 def cached_run(trained: nn.Module, key: str, train: Callable[[Path], None], val_set: Any, batch_size: int,
                device: torch.device, *, evaluated: nn.Module | None = None, verbose: bool = True,
                extra: dict[str, Any] | None = None, shipped: bool = True) -> TutorialRun:
-    """Train ``trained`` with ``train(run_dir)`` or load it from the cache (``key``), then evaluate
-    ``evaluated`` (default: ``trained``; e.g. the student inside a Distiller) in eval mode on
-    ``val_set``, with the metrics cached beside the weights. The one ending of every tutorial run."""
-    _, run_dir, loaded = train_or_load(trained, key, train, verbose=verbose, shipped=shipped)
-    model = (evaluated if evaluated is not None else trained).to(device).eval()
-    metrics = _evaluate_cached(run_dir, model, val_set, batch_size=batch_size)
-    return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra=dict(extra or {}))
-
-
-def run_seconds(run_dir: Path) -> float:
-    """Training wall time of a run folder (sum of its epochs), also for runs loaded from the cache."""
-    from rskd_tutorial.engine import read_metrics
-
-    shipped = run_dir / SHIPPED_RECORD
-    if shipped.is_file():
-        return float(json.loads(shipped.read_text(encoding="utf-8")).get("train_seconds", 0.0))
-    return float(sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch"))
-
-
-def describe_run(run: TutorialRun) -> str:
-    """Where a chapter's model came from, in one phrase: trained now, loaded from the run cache, or loaded
-    from the teacher store (with the record's steps, seconds, hardware and commit)."""
-    shipped = run.run_dir / SHIPPED_RECORD
-    if shipped.is_file():
-        rec = json.loads(shipped.read_text(encoding="utf-8"))
-        return (f"shipped teacher '{rec.get('name')}' (trained {rec.get('steps')} steps in {rec.get('train_seconds', 0):.0f} s "
-                f"on {rec.get('hardware')}, commit {str(rec.get('git_commit', '?'))[:9]})")
-    return f"{'loaded from the cache' if run.loaded_from_cache else 'trained'} ({run.seconds:.0f} s of training)"
-
-
-def timing_summary(runs: Sequence[TutorialRun], started: float, banner: str) -> str:
-    """A chapter's last line: its wall time, how many runs trained now and how many were loaded (shipped
-    teachers among them), and the training time of all its models cold and with the shipped teachers."""
-    import time
-
-    trained = [r for r in runs if not r.loaded_from_cache]
-    shipped = [r for r in runs if (r.run_dir / SHIPPED_RECORD).is_file()]
-    cold = sum(r.seconds for r in runs)
-    return (f"chapter wall time: {time.time() - started:.0f} s | {len(trained)} runs trained in this execution "
-            f"({sum(r.seconds for r in trained):.0f} s), {len(runs) - len(trained)} loaded ({len(shipped)} shipped "
-            f"teachers) | training time of every model here: {cold:.0f} s cold, "
-            f"{cold - sum(r.seconds for r in shipped):.0f} s with the shipped teachers | {banner}")
-
-
-def run_steps(run_dir: Path) -> int | None:
-    """Optimizer steps of a finished run folder (the last epoch record's step; a shipped teacher's record)."""
-    from rskd_tutorial.engine import read_metrics
-
-    shipped = run_dir / SHIPPED_RECORD
-    if shipped.is_file():
-        return json.loads(shipped.read_text(encoding="utf-8")).get("steps")
-    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-    return int(epochs[-1]["step"]) if epochs else None
-
-
-@dataclass
-class TutorialSetup:
-    """Everything a tutorial run needs before it trains: the model, its cache key, the training closure
-    and the evaluation set (what the teacher store uses to train, ship and re-check a teacher)."""
-
-    model: nn.Module
-    key: str
-    train: Callable[[Path], None]
-    eval_set: Any
-    batch_size: int
-    device: torch.device
-    eval_size: int | None = None     # saliency: the resolution metrics are computed at
+    """:func:`~rskd_tutorial.recipes.runs.finish_run` for a detector: COCO metrics of ``evaluated``
+    (default ``trained``) on ``val_set``."""
+    return finish_run(trained, key, train, lambda m: evaluate_detection(m, val_set, batch_size=batch_size), device,
+                      evaluated=evaluated, verbose=verbose, extra=extra, shipped=shipped)
 
 
 def detector_setup(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",
@@ -310,10 +236,8 @@ def detector_setup(profile: Any, arch: str, kind: str = "optical", seed: int = 0
     key = run_key(f"{kind}-{arch}-{spec.backbone}-{role}", profile=profile.name, seed=seed,
                   config={"spec": asdict(spec), "train": asdict(cfg), "data": data_signature(root)})
 
-    def train(run_dir: Path) -> None:
-        fit(model, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
-            progress=progress, verbose=verbose, keep_checkpoint=False)
-
+    train = fit_closure(model, train_set, cfg, collate_fn=detection_collate(), device=device, progress=progress,
+                        verbose=verbose, keep_checkpoint=False)
     return TutorialSetup(model, key, train, eval_set, cfg.batch_size, device)
 
 
@@ -358,10 +282,8 @@ def distill_student(profile: Any, arch: str, teacher: nn.Module, name: str,
                   config={"spec": asdict(spec), "train": asdict(cfg), "weights": dict(weights),
                           "extra": dict(key_config or {}), "data": data_signature(root)})
 
-    def train(run_dir: Path) -> None:
-        fit(distiller, train_set, cfg, run_dir, collate_fn=_collate(), resume=True, device=device,
-            progress=progress, verbose=verbose, keep_checkpoint=False)
-
+    train = fit_closure(distiller, train_set, cfg, collate_fn=detection_collate(), device=device, progress=progress,
+                        verbose=verbose, keep_checkpoint=False)
     return cached_run(distiller, key, train, val_set, cfg.batch_size, device, evaluated=student, verbose=verbose,
                       extra={"distiller": distiller})
 

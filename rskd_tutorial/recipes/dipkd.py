@@ -39,9 +39,9 @@ from rskd_tutorial.engine import evaluate_detection, fit
 from rskd_tutorial.engine.train import TrainConfig
 from rskd_tutorial.models.utils import load_state_strict
 from rskd_tutorial.recipes.detection import (
-    DetectionData, DetectorSpec, TutorialRun, _collate, build_from_spec, detection_splits, distill_student,
+    DetectionData, DetectorSpec, TutorialRun, build_from_spec, detection_collate, detection_splits, distill_student,
+    evaluate_student,
 )
-from rskd_tutorial.recipes.ds2d2 import evaluate_student
 from rskd_tutorial.recipes.registry import Recipe, register
 
 STUDENT_WEIGHTS = "student.pt"
@@ -110,7 +110,7 @@ def train_dipkd(cfg: DIPKDRun, out_dir: Path, resume: bool = False, *, progress:
         print(f"init_student: copied {len(report['copied'])} teacher tensors, skipped {len(report['skipped'])} "
               f"(shape mismatch): {report['skipped'][:6]}{' ...' if len(report['skipped']) > 6 else ''}")
     distiller = Distiller(student, teacher, dipkd_losses(cfg.loss)(student, teacher), {"dipkd": 1.0})
-    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=_collate(), resume=resume, progress=progress,
+    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
                  evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
     torch.save({"model": student.state_dict()}, out_dir / STUDENT_WEIGHTS)
     return result.final_metrics
@@ -124,7 +124,7 @@ register(Recipe("dipkd", DIPKDRun, train_dipkd, evaluate_student,
 # tutorial scale
 # ----------------------------------------------------------------------------------------------
 
-BASELINES = ("fitnet", "fgd", "mgd")   # chapter 3's comparison rows (recipes.methods builds them)
+COMPARISON_BASELINES = ("fitnet", "fgd", "mgd")   # chapter 3's comparison rows (recipes.methods builds them)
 
 
 def tutorial_dipkd(profile: Any, arch: str, teacher: TutorialRun, config: DIPKDConfig | None = None, *,
@@ -167,7 +167,7 @@ def tutorial_baseline(profile: Any, arch: str, teacher: TutorialRun, method: str
     :func:`rskd_tutorial.recipes.methods.baseline_student` so it means what the other chapters' rows mean."""
     from rskd_tutorial.recipes.methods import baseline_student
 
-    if method not in BASELINES:
-        raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+    if method not in COMPARISON_BASELINES:
+        raise ValueError(f"method must be one of {COMPARISON_BASELINES}, got {method!r}")
     return baseline_student(profile, arch, teacher, method, kind=kind, seed=seed,
                             levels=dipkd_levels(teacher.model), **kwargs)

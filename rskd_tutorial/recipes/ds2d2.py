@@ -36,19 +36,20 @@ from rskd_tutorial.devices import default_device
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.ds2d2 import DISW_DTYPES, TERMS, DS2D2Weights, ds2d2_losses
 from rskd_tutorial.engine import evaluate_detection, fit, run_key
-from rskd_tutorial.engine.train import FitResult, TrainConfig, load_checkpoint
+from rskd_tutorial.engine.train import FitResult, TrainConfig
 from rskd_tutorial.models.detectors import Detector
-from rskd_tutorial.models.utils import freeze, keep_frozen_in_eval, load_state_strict
+from rskd_tutorial.models.utils import freeze, keep_frozen_in_eval, load_state_strict, weights_under
 from rskd_tutorial.recipes.detection import (
     DetectionData,
     DetectorSpec,
     TutorialRun,
-    _collate,
     build_from_spec,
     cached_run,
+    data_signature,
+    detection_collate,
     detection_splits,
     distill_student,
-    data_signature,
+    evaluate_student,
     report_split,
     tutorial_data,
     tutorial_spec,
@@ -111,11 +112,7 @@ def build_amplifier(spec: DetectorSpec, num_classes: int,
 def amplifier_state(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The bare amplifier state dict from ``amplifier.pt`` (bare detector keys) or from a ``fit``
     checkpoint of the :class:`FrozenTrunk` (``final.pt`` / ``checkpoint.pt``, keys ``detector.*``)."""
-    state = load_checkpoint(source) if not isinstance(source, Mapping) else source
-    state = state.get("model", state)
-    if any(k.startswith("detector.") for k in state):
-        state = {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
-    return dict(state)
+    return weights_under(source, "detector.")
 
 
 def load_amplifier(spec: DetectorSpec, num_classes: int, path: str | Path) -> Detector:
@@ -133,11 +130,8 @@ def fit_amplifier(amplifier: Detector, train_set: Any, config: TrainConfig, out_
     ``out_dir/amplifier.pt`` (the bare detector's weights)."""
     out_dir = Path(out_dir)
     model = FrozenTrunk(amplifier)
-    evaluate = None
-    if val_set is not None:
-        def evaluate(m: nn.Module) -> Mapping[str, float]:
-            return evaluate_detection(m, val_set, batch_size=eval_batch_size)
-    result = fit(model, train_set, config, out_dir, collate_fn=_collate(), evaluate=evaluate, resume=resume,
+    evaluate = None if val_set is None else (lambda m: evaluate_detection(m, val_set, batch_size=eval_batch_size))
+    result = fit(model, train_set, config, out_dir, collate_fn=detection_collate(), evaluate=evaluate, resume=resume,
                  device=device, progress=progress, verbose=verbose)
     torch.save({"model": amplifier.state_dict()}, out_dir / AMPLIFIER_WEIGHTS)
     return result
@@ -233,28 +227,10 @@ def train_ds2d2(cfg: DS2D2Run, out_dir: Path, resume: bool = False, *, progress:
         amplifier = load_amplifier(cfg.teacher, k, cfg.amplifier_weights)
     losses = make_ds2d2_losses(amplifier, cfg.weights, cfg.loss)(student, teacher)
     distiller = Distiller(student, teacher, losses, cfg.weights.terms(), teacher_weights=cfg.teacher_weights)
-    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=_collate(), resume=resume, progress=progress,
+    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
                  evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
     torch.save({"model": student.state_dict()}, out_dir / STUDENT_WEIGHTS)
     return result.final_metrics
-
-
-def student_state(source: str | Path) -> dict[str, torch.Tensor]:
-    """The student's weights from ``student.pt`` or from the Distiller's ``final.pt`` (keys ``student.*``)."""
-    state = load_checkpoint(source)
-    state = state.get("model", state)
-    if any(k.startswith("student.") for k in state):
-        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
-    return dict(state)
-
-
-def evaluate_student(cfg: Any, checkpoint: Path) -> dict[str, float]:
-    """COCO metrics of a distilled student (``student.pt`` or the run's ``final.pt``) of any recipe whose
-    config has ``data``, ``student`` and ``eval_batch_size`` (DS2D2, DIPKD)."""
-    _, val_set = detection_splits(cfg.data)
-    student = build_from_spec(cfg.student, val_set.num_classes)
-    load_state_strict(student, student_state(checkpoint))
-    return evaluate_detection(student.to(default_device()), val_set, batch_size=cfg.eval_batch_size)
 
 
 register(Recipe("ds2d2_amplifier", AmplifierRun, train_amplifier, evaluate_amplifier,
@@ -293,7 +269,7 @@ def tutorial_amplifier(profile: Any, arch: str, teacher: TutorialRun, seed: int 
                   config={"spec": asdict(spec), "train": asdict(cfg), "teacher": str(teacher.run_dir),
                           "data": data_signature(root)})
 
-    def train(run_dir: Path) -> None:
+    def train(run_dir: Path) -> None:   # fit_amplifier also writes amplifier.pt
         fit_amplifier(amp, train_set, cfg, run_dir, resume=True, device=device, progress=progress, verbose=verbose)
 
     return cached_run(model, key, train, val_set, cfg.batch_size, device, evaluated=amp, verbose=verbose)

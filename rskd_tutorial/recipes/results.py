@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROLES", "TASKS", "result_row", "runs_row", "paired_gain", "verdict", "results_path", "rows_table", "write_results",
-           "read_results"]
+__all__ = ["ROLES", "TASKS", "result_row", "runs_row", "detection_row", "paired_gain", "verdict", "mean_pm", "results_path",
+           "rows_table", "labelled_table", "write_results", "read_results"]
 
 ROLES = ("teacher", "student", "kd", "other")
 TASKS = ("optical-detection", "sar-detection", "rgb-detection", "ir-detection", "saliency")
@@ -53,7 +53,7 @@ def runs_row(task: str, model: str, role: str, method: str, metric: str, runs: S
     """:func:`result_row` from one trained run per seed (``TutorialRun``: ``metrics``, ``run_dir``,
     ``seconds``, ``loaded_from_cache``): the headline ``metrics[key] * scale`` per seed, the mean of the
     ``extra_keys`` metrics, the run's optimizer steps and its mean training seconds."""
-    from rskd_tutorial.recipes.detection import run_steps
+    from rskd_tutorial.recipes.runs import run_steps
 
     if len(runs) != len(seeds):
         raise ValueError(f"need one run per seed, got {len(runs)} runs for seeds {list(seeds)}")
@@ -62,6 +62,14 @@ def runs_row(task: str, model: str, role: str, method: str, metric: str, runs: S
     return result_row(task, model, role, method, metric, [scale * float(r.metrics[key]) for r in runs], seeds,
                       steps=run_steps(runs[0].run_dir), train_seconds=sum(r.seconds for r in runs) / len(runs),
                       loaded=all(r.loaded_from_cache for r in runs), extra=more)
+
+
+def detection_row(task: str, arch: str, backbone: str, role: str, method: str, runs: Sequence[Any],
+                  seeds: Sequence[int]) -> dict[str, Any]:
+    """A detection chapter's row: test AP50 x 100 per seed (model ``<arch>-<backbone>``), with the mean mAP
+    and APs x 100 in ``extra`` (:func:`runs_row`)."""
+    return runs_row(task, f"{arch}-{backbone}", role, method, "AP50", runs, seeds, key="AP50", scale=100.0,
+                    extra_keys=("mAP", "APs"))
 
 
 def paired_gain(row: Mapping[str, Any], base: Mapping[str, Any]) -> tuple[float, float, int]:
@@ -117,6 +125,15 @@ def read_results(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("[0-9][0-9]_*.json"))]
 
 
+def mean_pm(mean: float | None, sd: float | None, digits: int, n: int = 2, *, sign: bool = False) -> str:
+    """``"mean ± sd"`` to ``digits`` decimals (``+`` signed with ``sign``); only the mean for fewer than two
+    seeds or without an sd; ``""`` without a mean (None or NaN)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    m = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return m if n < 2 or sd is None or (isinstance(sd, float) and math.isnan(sd)) else f"{m} ± {sd:.{digits}f}"
+
+
 def rows_table(rows: Sequence[Mapping[str, Any]], precision: int = 1) -> Any:
     """The rows as a DataFrame: mean +- sd, the difference to the student alone of the same task and model
     (per-seed paired, :func:`paired_gain`) with its sd, and the per-seed values (what a chapter displays)."""
@@ -128,10 +145,22 @@ def rows_table(rows: Sequence[Mapping[str, Any]], precision: int = 1) -> Any:
         base = students.get((r["task"], r["model"], r["metric"]))
         gain = None if base is None or r["role"] in ("student", "teacher") else paired_gain(r, base)
         out.append({"task": r["task"], "model": r["model"], "role": r["role"], "method": r["method"],
-                    r["metric"]: f"{r['mean']:.{precision}f} ± {r['sd']:.{precision}f}" if len(r["values"]) > 1
-                    else f"{r['mean']:.{precision}f}",
+                    r["metric"]: mean_pm(r["mean"], r["sd"], precision, len(r["values"])),
                     "Δ vs student": None if gain is None else round(gain[0], precision),
                     "Δ sd": None if gain is None else round(gain[1], precision),
                     "seeds": len(r["seeds"]),
                     "per seed": ", ".join(f"{v:.{precision}f}" for v in r["values"])})
     return pd.DataFrame(out)
+
+
+def labelled_table(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], *,
+                   extra_keys: Sequence[str] = ("mAP", "APs"), precision: int = 1) -> Any:
+    """:func:`rows_table` as a chapter shows one model's rows: indexed by ``labels``, without the task and
+    model columns, with the mean of each ``extra_keys`` metric as a column."""
+    if len(labels) != len(rows):
+        raise ValueError(f"need one label per row, got {len(labels)} labels for {len(rows)} rows")
+    table = rows_table(rows, precision).drop(columns=["task", "model"])
+    table.index = list(labels)
+    for k in extra_keys:
+        table[k] = [round(float(r["extra"][k]), precision) for r in rows]
+    return table

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rskd_tutorial.recipes.detection import TutorialSetup
+from rskd_tutorial.recipes.runs import TutorialSetup
 
 __all__ = ["TOLERANCE", "TeacherEntry", "catalog", "check_teachers", "ship_teachers", "teachers_main"]
 
@@ -106,7 +106,7 @@ def ship_teachers(profile: Any, names: Sequence[str] | None = None, *, retrain: 
     from rskd_tutorial.engine import cache_dir
     from rskd_tutorial.engine.cache import train_or_load
     from rskd_tutorial.engine.store import find_shipped, git_commit, hardware, load_shipped, save_shipped
-    from rskd_tutorial.recipes.detection import run_seconds
+    from rskd_tutorial.recipes.runs import run_seconds
 
     out = []
     entries = [e for e in catalog(profile) if names is None or e.name in names]

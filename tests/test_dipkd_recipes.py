@@ -13,8 +13,9 @@ import yaml
 from helpers_detection import tiny_detector, tiny_teacher_run, write_yaml
 from rskd_tutorial.cli import main
 from rskd_tutorial.distill.dipkd import DIPKDConfig
+from rskd_tutorial.recipes.detection import STUDENT_WEIGHTS
 from rskd_tutorial.recipes.dipkd import (
-    BACKBONE_PREFIX, STUDENT_WEIGHTS, DIPKDRun, init_student_from_teacher, tutorial_baseline,
+    BACKBONE_PREFIX, DIPKDRun, init_student_from_teacher, tutorial_baseline,
 )
 from rskd_tutorial.recipes.registry import load_config
 

@@ -14,7 +14,8 @@ from helpers_detection import tiny_teacher_run, write_yaml
 from rskd_tutorial.cli import main
 from rskd_tutorial.distill.ds2d2 import OFFICIAL_WEIGHTS
 from rskd_tutorial.engine import read_metrics
-from rskd_tutorial.recipes.ds2d2 import AMPLIFIER_WEIGHTS, STUDENT_WEIGHTS, AmplifierRun, DS2D2Run, load_amplifier
+from rskd_tutorial.recipes.detection import STUDENT_WEIGHTS
+from rskd_tutorial.recipes.ds2d2 import AMPLIFIER_WEIGHTS, AmplifierRun, DS2D2Run, load_amplifier
 from rskd_tutorial.recipes.registry import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "rskd_tutorial" / "configs" / "ds2d2"

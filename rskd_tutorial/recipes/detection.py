@@ -127,6 +127,20 @@ def evaluate_detector(cfg: DetectorRun, checkpoint: Path) -> dict[str, float]:
     return evaluate_detection(model, val_set, batch_size=cfg.eval_batch_size)
 
 
+STUDENT_WEIGHTS = "student.pt"
+
+
+def fit_student(distiller: nn.Module, train_set: Any, val_set: Any, config: TrainConfig, out_dir: str | Path, *,
+                eval_batch_size: int = 8, resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Stage "student" of a full-scale KD recipe (DS2D2, DIPKD): train ``distiller`` with ``engine.fit``,
+    evaluating its student on ``val_set``; write the bare student's weights to ``out_dir/student.pt``; return
+    the last validation metrics."""
+    result = fit(distiller, train_set, config, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
+                 evaluate=lambda m: evaluate_detection(m, val_set, batch_size=eval_batch_size))
+    torch.save({"model": distiller.student.state_dict()}, Path(out_dir) / STUDENT_WEIGHTS)
+    return result.final_metrics
+
+
 def evaluate_student(cfg: Any, checkpoint: str | Path) -> dict[str, float]:
     """COCO metrics of a distilled student (``student.pt`` or the Distiller run's ``final.pt``, keys
     ``student.*``) of any recipe whose config has ``data``, ``student`` and ``eval_batch_size`` (DS2D2, DIPKD)."""

@@ -30,21 +30,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.dipkd import DIPKDConfig, dipkd_levels, dipkd_loss
-from rskd_tutorial.engine import evaluate_detection, fit
 from rskd_tutorial.engine.train import TrainConfig
 from rskd_tutorial.models.utils import load_state_strict
 from rskd_tutorial.recipes.detection import (
-    DetectionData, DetectorSpec, TutorialRun, build_from_spec, detection_collate, detection_splits, distill_student,
-    evaluate_student,
+    DetectionData, DetectorSpec, TutorialRun, build_from_spec, detection_splits, distill_student,
+    evaluate_student, fit_student,
 )
 from rskd_tutorial.recipes.registry import Recipe, register
 
-STUDENT_WEIGHTS = "student.pt"
 BACKBONE_PREFIX = "net.backbone.body."     # mmdet's ``backbone.``: the ResNet; the FPN is ``net.backbone.fpn.``
 
 
@@ -110,10 +107,8 @@ def train_dipkd(cfg: DIPKDRun, out_dir: Path, resume: bool = False, *, progress:
         print(f"init_student: copied {len(report['copied'])} teacher tensors, skipped {len(report['skipped'])} "
               f"(shape mismatch): {report['skipped'][:6]}{' ...' if len(report['skipped']) > 6 else ''}")
     distiller = Distiller(student, teacher, dipkd_losses(cfg.loss)(student, teacher), {"dipkd": 1.0})
-    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
-                 evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
-    torch.save({"model": student.state_dict()}, out_dir / STUDENT_WEIGHTS)
-    return result.final_metrics
+    return fit_student(distiller, train_set, val_set, cfg.train, out_dir, eval_batch_size=cfg.eval_batch_size,
+                       resume=resume, progress=progress)
 
 
 register(Recipe("dipkd", DIPKDRun, train_dipkd, evaluate_student,

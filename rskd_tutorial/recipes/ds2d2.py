@@ -50,6 +50,7 @@ from rskd_tutorial.recipes.detection import (
     detection_splits,
     distill_student,
     evaluate_student,
+    fit_student,
     report_split,
     tutorial_data,
     tutorial_spec,
@@ -59,7 +60,6 @@ from rskd_tutorial.recipes.registry import Recipe, register
 from rskd_tutorial.spectral import high_frequency_map
 
 AMPLIFIER_WEIGHTS = "amplifier.pt"
-STUDENT_WEIGHTS = "student.pt"
 
 # ----------------------------------------------------------------------------------------------
 # the high-frequency amplifier
@@ -227,10 +227,8 @@ def train_ds2d2(cfg: DS2D2Run, out_dir: Path, resume: bool = False, *, progress:
         amplifier = load_amplifier(cfg.teacher, k, cfg.amplifier_weights)
     losses = make_ds2d2_losses(amplifier, cfg.weights, cfg.loss)(student, teacher)
     distiller = Distiller(student, teacher, losses, cfg.weights.terms(), teacher_weights=cfg.teacher_weights)
-    result = fit(distiller, train_set, cfg.train, out_dir, collate_fn=detection_collate(), resume=resume, progress=progress,
-                 evaluate=lambda m: evaluate_detection(m, val_set, batch_size=cfg.eval_batch_size))
-    torch.save({"model": student.state_dict()}, out_dir / STUDENT_WEIGHTS)
-    return result.final_metrics
+    return fit_student(distiller, train_set, val_set, cfg.train, out_dir, eval_batch_size=cfg.eval_batch_size,
+                       resume=resume, progress=progress)
 
 
 register(Recipe("ds2d2_amplifier", AmplifierRun, train_amplifier, evaluate_amplifier,

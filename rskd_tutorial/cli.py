@@ -99,6 +99,7 @@ def _train(args: argparse.Namespace) -> int:
         runs.ensure_synthetic(loaded)
         runs.write_config(out, loaded.resolved(), loaded.source)
         runs.start_session(out, args.argv, world, lr, args.resume)
+    _seed_for(config)
     t0, status, metrics = time.perf_counter(), "failed", None
     try:
         kwargs = {"progress": False} if args.no_progress else {}
@@ -116,6 +117,15 @@ def _train(args: argparse.Namespace) -> int:
     if main_rank:
         print(json.dumps({"recipe": loaded.recipe.name, "out": str(out), "metrics": metrics}, indent=1))
     return 0
+
+
+def _seed_for(config: object) -> None:
+    """Seed every RNG with ``train.seed`` before the recipe builds its models: the initial weights (and so
+    the whole run) are then the same in every process (``engine.fit`` seeds again before training)."""
+    from rskd_tutorial.engine.train import seed_everything
+
+    train = getattr(config, "train", None)
+    seed_everything(int(getattr(train, "seed", 0)))
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -63,8 +63,10 @@ def missing_weights_message(backbone: str, path: str | os.PathLike) -> str:
     if entry is None:
         return (f"pretrained weights for {backbone} not found at {os.fspath(path)} (give a local checkpoint, or null to "
                 f"train from scratch; nothing is downloaded)")
-    return (f"pretrained weights for {backbone} not found at {os.fspath(path)}: expected {entry.describe()}, saved as "
-            f"weights/{entry.filename} (or set pretrained_backbone: null to train from scratch; nothing is downloaded)")
+    what = "download the torchvision checkpoint" if entry.source.startswith("torchvision") else "download the file"
+    return (f"pretrained weights for {backbone} not found at {os.fspath(path)}: expected {entry.describe()}; "
+            f"{what} by hand to weights/{entry.filename} and point the config at it (nothing is downloaded here), "
+            f"or set pretrained_backbone: null to train from scratch")
 
 
 def mismatch_message(backbone: str, path: str | os.PathLike, missing: list[str], unexpected: list[str]) -> str:

@@ -220,8 +220,8 @@ class ResNetEncoder(nn.Module):
     """torchvision ResNet as a five-stage encoder (no dilation): ``s_1`` = ReLU(BN(conv7x7/2))
     (stride 2), ``s_2`` = layer1 after the 3x3/2 max-pool (4), ``s_3..s_5`` = layer2..4 (8, 16, 32).
 
-    ``pretrained``: a local torchvision checkpoint (e.g. ``resnet50-19c8e357.pth``, the file the
-    official code downloads) loaded strictly except for the classifier ``fc.*``; nothing is
+    ``pretrained``: a local torchvision checkpoint (``resnet50-0676ba61.pth``: the weights the
+    official code downloads as ``resnet50-19c8e357.pth``; see ``models.pretrained``) loaded strictly except for the classifier ``fc.*``; nothing is
     downloaded (the official code's bare ``try/except`` silently trains from scratch when its
     download fails -- here a missing file is an error).
     """

@@ -113,40 +113,75 @@ def tensorboard_available() -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class LRScaling:
-    """What :func:`scale_lr` did: the config's LR, the LR trained with, and the batches behind the rule."""
+    """What :func:`scale_lr` did: for each training block (``train``, ``stage_a.train`` ...) the config's LR
+    and the LR trained with, the batches behind the rule, and whether it was applied."""
 
-    config_lr: float
-    lr: float
+    blocks: tuple[tuple[str, float, float, int], ...]     # (key, config lr, lr used, total batch)
     reference_batch: int | None
-    total_batch: int
     applied: bool
+
+    @property
+    def config_lr(self) -> float:
+        return self.blocks[0][1] if self.blocks else float("nan")
+
+    @property
+    def lr(self) -> float:
+        return self.blocks[0][2] if self.blocks else float("nan")
 
     def describe(self) -> str:
         if self.reference_batch is None:
-            return f"lr {self.config_lr:g} as in the config (it sets no reference_batch, so no LR scaling)"
-        rule = f"total batch {self.total_batch} against the config's reference_batch {self.reference_batch}"
-        if not self.applied:
-            return f"lr {self.config_lr:g} as in the config (--no-scale-lr; the linear rule would give " \
-                   f"{self.config_lr * self.total_batch / self.reference_batch:g} for {rule})"
-        return f"lr {self.config_lr:g} -> {self.lr:g} by the linear rule ({rule}; --no-scale-lr keeps {self.config_lr:g})"
+            return "the config sets no reference_batch: its learning rates are used as written"
+        parts = []
+        for key, config_lr, lr, total in self.blocks:
+            rule = f"total batch {total} against the config's reference_batch {self.reference_batch}"
+            if self.applied:
+                parts.append(f"{key}.lr {config_lr:g} -> {lr:g} by the linear rule ({rule})")
+            else:
+                parts.append(f"{key}.lr {config_lr:g} as written (the linear rule would give "
+                             f"{config_lr * total / self.reference_batch:g} for {rule})")
+        return "; ".join(parts) + ("; --no-scale-lr keeps the config's values" if self.applied else " (--no-scale-lr)")
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"reference_batch": self.reference_batch, "applied": self.applied,
+                "blocks": [{"key": k, "config_lr": a, "lr": b, "total_batch": t} for k, a, b, t in self.blocks]}
+
+
+def _train_blocks(config: Any, prefix: str = "", depth: int = 2) -> list[tuple[str, Any]]:
+    """Every training block of a config: a field holding a dataclass with ``lr``, ``batch_size`` and
+    ``epochs`` (a ``TrainConfig``), at the top level or inside a stage (``stage_a.train``)."""
+    found = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            continue
+        key = f"{prefix}{f.name}"
+        if all(hasattr(value, a) for a in ("lr", "batch_size", "epochs")):
+            found.append((key, value))
+        elif depth > 1:
+            found.extend(_train_blocks(value, f"{key}.", depth - 1))
+    return found
+
+
+def _replace_path(config: Any, key: str, value: Any) -> Any:
+    head, _, rest = key.partition(".")
+    inner = value if not rest else _replace_path(getattr(config, head), rest, value)
+    return dataclasses.replace(config, **{head: inner})
 
 
 def scale_lr(config: Any, reference_batch: int | None, world_size: int, enabled: bool = True) -> tuple[Any, LRScaling]:
-    """``config`` with ``train.lr`` scaled by ``world_size x train.batch_size / reference_batch`` (a copy;
-    the config's own dataclasses are not changed), and what was done. No ``reference_batch`` or no
-    ``train`` block: the config as is."""
-    train = getattr(config, "train", None)
-    if train is None or not hasattr(train, "lr") or not hasattr(train, "batch_size"):
-        return config, LRScaling(float("nan"), float("nan"), None, 0, False)
-    total = int(world_size) * int(train.batch_size)
-    if reference_batch is None or not enabled:
-        return config, LRScaling(train.lr, train.lr, reference_batch, total, False)
-    lr = train.lr * total / reference_batch
-    scaled = dataclasses.replace(config, train=dataclasses.replace(train, lr=lr))
-    return scaled, LRScaling(train.lr, lr, reference_batch, total, True)
+    """``config`` with the LR of each training block scaled by ``world_size x batch_size / reference_batch``
+    (a copy; the config's own dataclasses are not changed), and what was done. Without ``reference_batch``
+    (or with ``enabled=False``) the config is returned as is."""
+    blocks = _train_blocks(config) if dataclasses.is_dataclass(config) else []
+    apply = reference_batch is not None and enabled and bool(blocks)
+    rows = []
+    for key, train in blocks:
+        total = int(world_size) * int(train.batch_size)
+        lr = train.lr * total / reference_batch if apply else train.lr
+        rows.append((key, train.lr, lr, total))
+        if apply:
+            config = _replace_path(config, key, dataclasses.replace(train, lr=lr))
+    return config, LRScaling(tuple(rows), reference_batch, apply)
 
 
 def ensure_synthetic(loaded: Any) -> Path | None:

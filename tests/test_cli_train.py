@@ -90,11 +90,12 @@ def test_overwrite_set_and_linear_lr_rule(trained):
     proc = rskd("train", SMOKE, "--overwrite", "--no-progress", "--set", "train.epochs=1", "--set",
                 "train.batch_size=2", cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "lr 0.002 -> 0.001 by the linear rule" in proc.stdout
+    assert "train.lr 0.002 -> 0.001 by the linear rule" in proc.stdout
     resolved = yaml.safe_load((cwd / RUN / "config.yaml").read_text())
     assert (resolved["train"]["epochs"], resolved["train"]["lr"], resolved["train"]["batch_size"]) == (1, 0.001, 2)
     record = json.loads((cwd / RUN / "run.json").read_text())
     assert len(record["sessions"]) == 1 and record["sessions"][0]["lr"]["applied"] is True
+    assert record["sessions"][0]["lr"]["blocks"] == [{"key": "train", "config_lr": 0.002, "lr": 0.001, "total_batch": 2}]
     epochs = [json.loads(ln) for ln in (cwd / RUN / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1]      # the old run's records are gone
     assert not (cwd / RUN / "eval.json").exists()
@@ -108,6 +109,18 @@ def test_scale_lr_rule_and_opt_out():
     assert kept.train.lr == cfg.train.lr and not how.applied and "--no-scale-lr" in how.describe()
     same, how = scale_lr(cfg, None, world_size=8)
     assert same is cfg and "no reference_batch" in how.describe()
+
+
+def test_scale_lr_reaches_every_stage_of_a_two_stage_config():
+    """FreqKD's stage_a.train and stage_b.train, both 4 images per GPU against the 4-GPU total of 16."""
+    path = next(Path(SMOKE).parents[2].glob("freqkd/kaist/freqkd_kaist_vitb14_from_dinov2_vitb14.yaml"))
+    loaded = load_run_config(path)
+    assert loaded.reference_batch == 16
+    scaled, how = scale_lr(loaded.config, loaded.reference_batch, world_size=1)
+    assert sorted(k for k, *_ in how.blocks) == ["stage_a.train", "stage_b.train"]
+    assert scaled.stage_a.train.lr == pytest.approx(loaded.config.stage_a.train.lr / 4)
+    assert scaled.stage_b.train.lr == pytest.approx(loaded.config.stage_b.train.lr / 4)
+    assert loaded.config.stage_a.train.lr == 5e-5            # the loaded config itself is unchanged
 
 
 def test_non_finite_loss_is_one_line_exit_1(trained):

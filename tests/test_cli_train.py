@@ -137,3 +137,14 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path):
     proc = rskd("train", SMOKE, "--out", "notes", "--overwrite", cwd=tmp_path)
     assert proc.returncode == 2 and "refusing to delete" in error_line(proc)
     assert (tmp_path / "notes" / "thesis.tex").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("path", sorted(SMOKE.parents[2].rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_round_trips_through_its_resolved_yaml(path: Path, tmp_path: Path):
+    """config.yaml (what rskd train writes) reads back into the same config, for every shipped config."""
+    loaded = load_run_config(path)
+    copy = tmp_path / "config.yaml"
+    copy.write_text(yaml.safe_dump(loaded.resolved(), sort_keys=False))
+    again = load_run_config(copy)
+    assert (again.recipe.name, again.config, again.reference_batch, again.synthetic) == (
+        loaded.recipe.name, loaded.config, loaded.reference_batch, loaded.synthetic)

@@ -91,6 +91,7 @@ def _train(args: argparse.Namespace) -> int:
     world = distributed_env()[2]
     config, lr = runs.scale_lr(loaded.config, loaded.reference_batch, world, enabled=not args.no_scale_lr)
     loaded.config = config
+    loaded.reference_batch = lr.recorded_reference_batch()   # config.yaml reruns as this run, not scaled twice
     if main_rank:
         if lr.reference_batch is not None:
             runs.note(lr.describe())

@@ -141,6 +141,15 @@ class LRScaling:
                              f"{config_lr * total / self.reference_batch:g} for {rule})")
         return "; ".join(parts) + ("; --no-scale-lr keeps the config's values" if self.applied else " (--no-scale-lr)")
 
+    def recorded_reference_batch(self) -> int | None:
+        """The ``reference_batch`` for the run folder's ``config.yaml``, whose LRs are those used: the total
+        batch they were used at (so that rerunning it on the same GPUs keeps them, on others rescales them),
+        or None when there was no rule or the blocks ran at different totals."""
+        totals = {t for *_, t in self.blocks}
+        if self.reference_batch is None or len(totals) != 1:
+            return None
+        return totals.pop()
+
     def as_dict(self) -> dict[str, Any]:
         return {"reference_batch": self.reference_batch, "applied": self.applied,
                 "blocks": [{"key": k, "config_lr": a, "lr": b, "total_batch": t} for k, a, b, t in self.blocks]}

@@ -93,6 +93,9 @@ def test_overwrite_set_and_linear_lr_rule(trained):
     assert "train.lr 0.002 -> 0.001 by the linear rule" in proc.stdout
     resolved = yaml.safe_load((cwd / RUN / "config.yaml").read_text())
     assert (resolved["train"]["epochs"], resolved["train"]["lr"], resolved["train"]["batch_size"]) == (1, 0.001, 2)
+    assert resolved["reference_batch"] == 2          # rerunning config.yaml keeps lr 0.001: not scaled twice
+    rerun = load_run_config(cwd / RUN / "config.yaml")
+    assert scale_lr(rerun.config, rerun.reference_batch, world_size=1)[0].train.lr == pytest.approx(0.001)
     record = json.loads((cwd / RUN / "run.json").read_text())
     assert len(record["sessions"]) == 1 and record["sessions"][0]["lr"]["applied"] is True
     assert record["sessions"][0]["lr"]["blocks"] == [{"key": "train", "config_lr": 0.002, "lr": 0.001, "total_batch": 2}]

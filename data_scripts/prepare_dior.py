@@ -11,9 +11,13 @@ https://gcheng-nwpu.github.io/ ; Google Drive / Baidu mirrors) and extract the a
     RAW/JPEGImages-test/11726.jpg ... 23463.jpg
     RAW/ImageSets/Main/train.txt  val.txt  test.txt       (one image id per line)
 
-Output (splits train, val, test; classes in the order the DS2D2 code uses):
+Output (splits train, val, test, and trainval = train + val, the split the DS2D2 paper and code train on;
+classes in the order the DS2D2 code uses):
 
-    OUT/annotations/instances_{train,val,test}.json   OUT/images/{train,val,test}/<id>.jpg (symlinks)
+    OUT/annotations/instances_{train,val,trainval,test}.json   OUT/images/{train,val,test}/<id>.jpg (symlinks)
+
+``trainval`` reuses the train and val image files (no copies); its image and annotation ids are renumbered
+so that both are unique.
 
 Usage: python data_scripts/prepare_dior.py --root RAW --out OUT [--overwrite] [--copy]
 """
@@ -24,7 +28,7 @@ import sys
 from pathlib import Path
 
 from rskd_tutorial.data.convert import (
-    CocoWriter, ConversionError, atomic_output, base_parser, class_lookup, convert_voc_split,
+    CocoWriter, ConversionError, atomic_output, base_parser, class_lookup, convert_voc_split, merge_splits,
     read_split_list, run_main, summary_table,
 )
 
@@ -57,7 +61,10 @@ def convert(args) -> str:
                               args.copy, lookup, lists / f"{split}.txt")
             w.write(tmp)
             writers[split] = w
-    return summary_table(writers, f"DIOR -> {out}")
+        trainval = merge_splits([writers["train"], writers["val"]], "trainval")
+        trainval.write(tmp)
+    return (summary_table(writers, f"DIOR -> {out}") + f"\ntrainval = train + val: {len(trainval.images)} images, "
+            f"{len(trainval.annotations)} boxes (annotations/instances_trainval.json, ids renumbered)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,12 +22,15 @@ Accepted raw layouts (the releases differ; for each split S in train, test the f
     (ORSSD/EORSSD ship train-images/ train-labels/ test-images/ test-labels/; ORSI-4199 train/ and
     test/ with image and ground-truth sub-folders)
 
-Images and masks are matched by file stem (``0001.jpg`` <-> ``0001.png``). Masks are binarised at 128
-and written as 0/255 PNG; images are symlinked (``--copy`` copies).
+Images and masks are matched by file stem (``0001.jpg`` <-> ``0001.png``). An image without its mask or a
+mask without its image is an error naming the file (exit 2); ``--skip-unpaired`` converts the pairs only
+and lists every file it left out. Masks are binarised at 128 and written as 0/255 PNG; images are
+symlinked (``--copy`` copies).
 
 Output:  OUT/{train,test}/images/<name>.<ext>   OUT/{train,test}/masks/<name>.png
 
 Usage: python data_scripts/prepare_sod.py --dataset {orssd,eorssd,orsi4199} --root RAW --out OUT [--overwrite] [--copy]
+       [--skip-unpaired]
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def convert(args) -> str:
     root, out = Path(args.root), Path(args.out)
     if not root.is_dir():
         raise ConversionError(root, f"{args.dataset} root not found")
-    rows = []
+    rows: list[tuple[str, int, float, int]] = []
+    skipped: list[str] = []
     with atomic_output(out, args.overwrite) as tmp:
         for split in ("train", "test"):
             idir = find_existing(root, [c.format(s=split) for c in IMAGE_DIRS], f"{split} image folder")
@@ -70,11 +74,13 @@ def convert(args) -> str:
             images, masks = _files(idir), _files(mdir)
             if not images:
                 raise ConversionError(idir, "holds no images")
-            missing = sorted(set(images) - set(masks))
-            if missing:
-                raise ConversionError(images[missing[0]], f"has no mask in {mdir} ({len(missing)} images lack one)")
+            unpaired = _unpaired(images, masks, idir, mdir, args.skip_unpaired)
+            skipped.extend(unpaired)
+            paired = {stem: ip for stem, ip in images.items() if stem in masks}
+            if not paired:
+                raise ConversionError(idir, f"no image has a mask in {mdir}")
             fg = 0.0
-            for stem, ip in images.items():
+            for stem, ip in paired.items():
                 w, h = image_size(ip)
                 dst = tmp / split / "masks" / f"{stem}.png"
                 mw, mh, frac = write_mask_png(masks[stem], dst)
@@ -82,18 +88,38 @@ def convert(args) -> str:
                     raise ConversionError(masks[stem], f"mask is {mw}x{mh} but its image {ip.name} is {w}x{h}")
                 place_image(ip, tmp / split / "images" / ip.name, args.copy)
                 fg += frac
-            extra = sorted(set(masks) - set(images))
-            rows.append((split, len(images), fg / len(images), len(extra)))
+            rows.append((split, len(paired), fg / len(paired), len(unpaired)))
     exp = EXPECTED[args.dataset]
-    lines = [f"{args.dataset} -> {out}", f"{'split':8}{'images':>8}{'expected':>10}{'mean fg':>9}{'masks w/o image':>17}"]
+    lines = [f"{args.dataset} -> {out}", f"{'split':8}{'pairs':>8}{'expected':>10}{'mean fg':>9}{'skipped':>9}"]
     for (split, n, f, extra), e in zip(rows, exp):
-        lines.append(f"{split:8}{n:>8}{e:>10}{f:>9.3f}{extra:>17}")
+        lines.append(f"{split:8}{n:>8}{e:>10}{f:>9.3f}{extra:>9}")
+    lines.extend(f"skipped (--skip-unpaired): {line}" for line in skipped)
     return "\n".join(lines)
+
+
+def _unpaired(images: dict[str, Path], masks: dict[str, Path], idir: Path, mdir: Path, skip: bool) -> list[str]:
+    """One line per image without a mask and per mask without an image; without ``skip`` the first one is a
+    :class:`ConversionError` naming the file."""
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if not skip:
+        hint = "; --skip-unpaired converts the pairs only"
+        if lonely_images:
+            raise ConversionError(images[lonely_images[0]], f"has no mask in {mdir} "
+                                  f"({len(lonely_images)} images lack one{hint})")
+        if lonely_masks:
+            raise ConversionError(masks[lonely_masks[0]], f"has no image in {idir} "
+                                  f"({len(lonely_masks)} masks lack one{hint})")
+    return ([f"{images[s]} (no mask in {mdir})" for s in lonely_images]
+            + [f"{masks[s]} (no image in {idir})" for s in lonely_masks])
 
 
 def build_parser():
     p = base_parser(__doc__)
     p.add_argument("--dataset", required=True, choices=sorted(EXPECTED), help="which release RAW holds")
+    p.add_argument("--skip-unpaired", action="store_true",
+                   help="convert the image/mask pairs only, listing every image without a mask and mask without an "
+                        "image (default: the first one is an error, exit 2)")
     return p
 
 

@@ -4,6 +4,8 @@
 dataclass ``cls`` recursively (nested dataclasses, ``Optional``, tuples, lists, dicts, scalars) and
 raises :class:`ConfigError` such as ``train.lr: expected float, got str 'fast'`` or
 ``model.backbon: unknown key (known: arch, backbone, ...)``. The CLI turns it into exit code 2.
+``apply_overrides(mapping, ["train.epochs=1", ...])`` sets dotted keys from the command line
+(``rskd train CONFIG --set KEY=VALUE``) before validation, so an override is checked like the YAML.
 """
 
 from __future__ import annotations
@@ -35,6 +37,61 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return dict(data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> ``(["train", "lr"], "1e-3")``: the dotted key and the value read as YAML
+    (``1`` is an int, ``null`` None, ``[p3, p4]`` a list; strings need no quotes)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return parts, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``KEY=VALUE`` of ``overrides`` set (missing intermediate mappings are
+    created; validation is left to :func:`parse_config`, whose errors name the dotted key)."""
+    out = _deep_copy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[:i + 1])
+                raise ConfigError(f"--set {'.'.join(parts)}: {where} is {type(child).__name__} {child!r}, not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def to_yaml_data(obj: Any) -> Any:
+    """A dataclass config (or plain data) as YAML-safe data: dataclasses to mappings, tuples to lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_yaml_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_yaml_data(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def parse_config(cls: type, data: Mapping[str, Any], where: str = "") -> Any:

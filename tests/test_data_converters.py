@@ -314,3 +314,53 @@ def test_converter_output_loads_in_cocodetection(tmp_path):
     img, t = ds[1]
     assert img.shape == (3, 40, 48) and t["labels"].tolist() == [1] and ds.categories == ["ship"]
     assert json.loads((out / "annotations" / "instances_train.json").read_text())["categories"][0]["id"] == 1
+
+
+def test_sod_mask_without_image_is_an_error_naming_it(tmp_path):
+    """ORSSD copy where train-labels/0002.png has no image: exit 2 naming the mask (it used to exit 0)."""
+    raw = tmp_path / "raw"
+    fake_raw.make_sod(raw)
+    (raw / "train-images" / "0002.jpg").unlink()
+    rc, _, err = run("prepare_sod", "--dataset", "orssd", "--root", raw, "--out", tmp_path / "o")
+    assert_failed_cleanly(rc, err, tmp_path / "o", "train-labels/0002.png", "has no image")
+    assert "--skip-unpaired" in err
+
+
+def test_sod_skip_unpaired_converts_pairs_and_lists_each_file(tmp_path):
+    raw = tmp_path / "raw"
+    fake_raw.make_sod(raw)
+    (raw / "train-images" / "0002.jpg").unlink()      # a mask without its image
+    (raw / "test-labels" / "0000.png").unlink()       # an image without its mask
+    out = tmp_path / "o"
+    rc, stdout, err = run("prepare_sod", "--dataset", "orssd", "--root", raw, "--out", out, "--skip-unpaired")
+    assert rc == 0, err
+    assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == ["0000", "0001"]
+    assert sorted(p.stem for p in (out / "test" / "masks").iterdir()) == ["0001"]
+    skipped = [ln for ln in stdout.splitlines() if ln.startswith("skipped")]
+    assert len(skipped) == 2
+    assert any("train-labels/0002.png (no image" in ln for ln in skipped)
+    assert any("test-images/0000.jpg (no mask" in ln for ln in skipped)
+
+
+def test_dior_trainval_is_train_plus_val_with_unique_ids(tmp_path):
+    exp = fake_raw.make_dior(tmp_path / "raw")
+    out = tmp_path / "dior"
+    rc, stdout, err = run("prepare_dior", "--root", tmp_path / "raw", "--out", out)
+    assert rc == 0, err
+    train, val, trainval = coco(out, "train").dataset, coco(out, "val").dataset, coco(out, "trainval").dataset
+    assert len(trainval["images"]) == exp["images"]["train"] + exp["images"]["val"]
+    assert len(trainval["annotations"]) == len(train["annotations"]) + len(val["annotations"])
+    ids = [im["id"] for im in trainval["images"]]
+    ann_ids = [a["id"] for a in trainval["annotations"]]
+    assert len(set(ids)) == len(ids) and len(set(ann_ids)) == len(ann_ids)
+    assert {a["image_id"] for a in trainval["annotations"]} <= set(ids)
+    assert sorted(im["file_name"] for im in trainval["images"]) == sorted(
+        im["file_name"] for im in train["images"] + val["images"])
+    # every box still belongs to its own image: the per-file box lists are those of train and val
+    def boxes(ds):
+        name = {im["id"]: im["file_name"] for im in ds["images"]}
+        return sorted((name[a["image_id"]], tuple(a["bbox"]), a["category_id"]) for a in ds["annotations"])
+    assert boxes(trainval) == sorted(boxes(train) + boxes(val))
+    assert "trainval" in stdout
+    from rskd_tutorial.data import CocoDetection
+    assert len(CocoDetection(out, "trainval")) == len(trainval["images"])   # the package reads it

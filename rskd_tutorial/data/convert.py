@@ -302,6 +302,33 @@ def atomic_output(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 # -------------------------------------------------------------------------------------- reporting
+def merge_splits(writers: Sequence[CocoWriter], split: str) -> CocoWriter:
+    """One split made of others (DIOR's ``trainval`` = ``train`` + ``val``, as the papers train): the same image
+    files (``file_name`` unchanged, nothing copied), image and annotation ids renumbered so that both are
+    unique in the merged json; an image listed in two of the splits is a :class:`ConversionError`."""
+    if not writers:
+        raise ValueError("merge_splits needs at least one split")
+    merged = CocoWriter(writers[0].categories, split)
+    seen: dict[str, str] = {}
+    for w in writers:
+        if w.categories != merged.categories:
+            raise ValueError(f"splits {writers[0].split} and {w.split} have different categories")
+        new_id = {}
+        for im in w.images:
+            stem = Path(im["file_name"]).stem
+            if stem in seen:
+                raise ConversionError(im["file_name"], f"is listed in both {seen[stem]} and {w.split}; "
+                                                       f"cannot merge them into {split}")
+            seen[stem] = w.split
+            extra = {k: v for k, v in im.items() if k not in ("id", "file_name", "width", "height")}
+            new_id[im["id"]] = merged.add_image(im["file_name"], im["width"], im["height"], **extra)
+        for a in w.annotations:
+            merged.annotations.append({**a, "id": len(merged.annotations) + 1, "image_id": new_id[a["image_id"]]})
+        merged.clipped += w.clipped
+        merged.dropped += w.dropped
+    return merged
+
+
 def summary_table(writers: dict[str, CocoWriter], title: str = "") -> str:
     """Images and boxes per split and class (``n`` or ``n (c crowd)``), clipped and dropped boxes."""
     splits = list(writers)

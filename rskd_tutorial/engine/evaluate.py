@@ -7,6 +7,9 @@
   precision-recall and F-measure curves over 256 thresholds (SCRKD paper Sec. IV-A, Eqs. 15-17).
 
 All metrics are returned as fractions in [0, 1]; the chapters print detection AP x 100 as the papers do.
+Inside ``with track_evaluation(progress=True) as seen:`` every evaluation shows a progress bar and
+appends ``{"split", "images", "root"}`` of the split it read to ``seen`` (what ``rskd eval`` records in
+``eval.json``); outside it nothing is shown or recorded.
 Taught in chapter 0 (detection) and chapter 5 (saliency).
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,43 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 COCO_KEYS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+
+_TRACKERS: list[tuple[list[dict[str, Any]], bool]] = []
+
+
+@contextlib.contextmanager
+def track_evaluation(progress: bool = True) -> Iterator[list[dict[str, Any]]]:
+    """Record (and optionally show a tqdm bar for) every evaluation run inside the block; yields the list of
+    ``{"split", "images", "root"}`` records, one per evaluated split."""
+    seen: list[dict[str, Any]] = []
+    _TRACKERS.append((seen, progress))
+    try:
+        yield seen
+    finally:
+        _TRACKERS.remove((seen, progress))
+
+
+def _split_record(dataset: Dataset) -> dict[str, Any]:
+    base = getattr(dataset, "dataset", dataset)      # a torch Subset of a split
+    root = getattr(base, "root", None)
+    return {"split": getattr(base, "split", None), "images": len(dataset), "root": str(root) if root else None}
+
+
+def _tracked(loader: Iterable[Any], dataset: Dataset, what: str) -> Iterable[Any]:
+    """``loader`` as is, or inside :func:`track_evaluation` recorded and wrapped in a progress bar."""
+    if not _TRACKERS:
+        return loader
+    record = _split_record(dataset)
+    show = False
+    for seen, progress in _TRACKERS:
+        seen.append(record)
+        show = show or progress
+    if not show:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"{what} {record['split'] or ''}".strip(), unit="batch", leave=False,
+                dynamic_ncols=True, mininterval=1.0)
 
 
 def coco_metrics(coco_gt: Any, detections: Sequence[Mapping[str, Any]],
@@ -94,7 +134,7 @@ def predict_detections(model: nn.Module, dataset: Dataset, *, batch_size: int = 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_fn or collate_detection)
     preds, ids = [], []
-    for batch in loader:
+    for batch in _tracked(loader, dataset, "evaluate"):
         images, targets = batch[0], batch[1]
         out = model([im.to(device) for im in images])
         out = out.predictions if hasattr(out, "predictions") else out
@@ -211,7 +251,7 @@ def evaluate_saliency(predict: Callable[[Any], torch.Tensor] | nn.Module, datase
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or collate_saliency)
     preds, masks = [], []
-    for inputs, mask in loader:
+    for inputs, mask in _tracked(loader, dataset, "evaluate"):
         if device is not None:
             inputs = to_device(inputs, torch.device(device))
         prob = predict(inputs).float()

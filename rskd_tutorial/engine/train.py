@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from rskd_tutorial.devices import amp_dtype, check_devices, resolve_device
-from rskd_tutorial.models.utils import load_state_strict
+from rskd_tutorial.models.utils import load_state_strict, read_checkpoint
 
 CHECKPOINT = "checkpoint.pt"     # full training state, rewritten atomically each epoch
 FINAL_WEIGHTS = "final.pt"       # model weights only, written when training ends
@@ -271,19 +271,26 @@ def _worker_init(worker_id: int) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file. If the
+    write fails (a full disk), the temporary file is removed, ``path`` keeps its previous content and the
+    ``OSError`` names the file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and str(path) not in str(e):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise OSError(e.errno, f"could not write {path} ({e.strerror or e}); {kept}") from e
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code is unpickled); a missing file
+    is a ``FileNotFoundError``, a truncated or foreign one a ``models.utils.CheckpointError`` naming it."""
+    return read_checkpoint(path, map_location=map_location)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
@@ -398,7 +405,7 @@ def fit(
         if ckpt_path.exists() and not (resume or overwrite):
             raise RunExistsError(
                 f"{out_dir} already holds a run ({CHECKPOINT}); pass resume=True (--resume) to continue it "
-                f"or overwrite=True to start over"
+                f"or overwrite=True (--overwrite) to start over"
             )
         if overwrite and not resume:
             for name in (CHECKPOINT, FINAL_WEIGHTS, METRICS):

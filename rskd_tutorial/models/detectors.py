@@ -57,6 +57,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from rskd_tutorial.models.backbones import TUTORIAL_STRIDES, TimmFPN, is_timm_backbone
 from rskd_tutorial.models.outputs import ModelOutput
+from rskd_tutorial.models.pretrained import mismatch_message, missing_weights_message
+from rskd_tutorial.models.utils import CheckpointError, read_checkpoint
 
 ARCHS = ("retinanet", "faster_rcnn")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -139,16 +141,13 @@ def resnet_fpn(backbone: str, *, returned_layers: Sequence[int], out_channels: i
     if pretrained_backbone:
         path = os.fspath(pretrained_backbone)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"ImageNet weights for {backbone} not found at {path}: download the torchvision checkpoint "
-                f"(e.g. {backbone}-*.pth) by hand and pass its path"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            raise FileNotFoundError(f"ImageNet {missing_weights_message(backbone, path)}")
+        state = read_checkpoint(path)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = body.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
-            raise RuntimeError(f"{path} does not fit {backbone}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise CheckpointError(mismatch_message(backbone, path, missing, unexpected))
         # mmdet frozen_stages=1: the stem and layer1 do not train on top of ImageNet weights
         for name, p in body.named_parameters():
             if name.startswith(("conv1", "bn1", "layer1")):

@@ -220,8 +220,8 @@ class ResNetEncoder(nn.Module):
     """torchvision ResNet as a five-stage encoder (no dilation): ``s_1`` = ReLU(BN(conv7x7/2))
     (stride 2), ``s_2`` = layer1 after the 3x3/2 max-pool (4), ``s_3..s_5`` = layer2..4 (8, 16, 32).
 
-    ``pretrained``: a local torchvision checkpoint (e.g. ``resnet50-19c8e357.pth``, the file the
-    official code downloads) loaded strictly except for the classifier ``fc.*``; nothing is
+    ``pretrained``: a local torchvision checkpoint (``resnet50-0676ba61.pth``: the weights the
+    official code downloads as ``resnet50-19c8e357.pth``; see ``models.pretrained``) loaded strictly except for the classifier ``fc.*``; nothing is
     downloaded (the official code's bare ``try/except`` silently trains from scratch when its
     download fails -- here a missing file is an error).
     """
@@ -236,25 +236,29 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"ResNetEncoder: unknown depth {depth!r}; choose one of {self.DEPTHS}")
         net = getattr(torchvision.models, depth)(weights=None)
         if pretrained is not None:
-            self.load_torchvision(net, pretrained)
+            self.load_torchvision(net, pretrained, depth)
         self.conv1, self.bn1, self.maxpool = net.conv1, net.bn1, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         w = 4 if depth in ("resnet50", "resnet101") else 1
         self.channels = (64, 64 * w, 128 * w, 256 * w, 512 * w)
 
     @staticmethod
-    def load_torchvision(net: nn.Module, path: str | os.PathLike) -> None:
+    def load_torchvision(net: nn.Module, path: str | os.PathLike, backbone: str = "resnet") -> None:
+        """Load a local torchvision ImageNet file into ``net``; errors name the file expected for ``backbone``
+        (``models.pretrained``)."""
+        from rskd_tutorial.models.pretrained import mismatch_message, missing_weights_message
+        from rskd_tutorial.models.utils import CheckpointError, read_checkpoint
+
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"pretrained backbone not found: {path} (give a local torchvision ResNet checkpoint; nothing is downloaded)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            raise FileNotFoundError(missing_weights_message(backbone, path))
+        state = read_checkpoint(path)
         state = state.get("state_dict", state.get("model", state))
         state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
-            raise RuntimeError(f"{path} does not fit a torchvision ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise CheckpointError(mismatch_message(backbone, path, missing, unexpected))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         s1 = F.relu(self.bn1(self.conv1(x)))

@@ -11,6 +11,28 @@ from torch import nn
 FROZEN_FLAG = "_rskd_frozen"
 
 
+class CheckpointError(RuntimeError):
+    """A weight file cannot be read (truncated, not a torch file) or does not fit the model; the message
+    names the file."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file: a missing file is a
+    ``FileNotFoundError``, an unreadable one (truncated, another format) a :class:`CheckpointError`."""
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise FileNotFoundError(f"checkpoint not found: {where}")
+    try:
+        return torch.load(where, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, ImportError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{where}: not a readable checkpoint ({os.path.getsize(where)} bytes; "
+                              f"truncated or not written by torch.save?): {reason}") from None
+    except Exception as e:  # pickle.UnpicklingError (weights_only refusal) and friends
+        raise CheckpointError(f"{where}: not a readable checkpoint: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """Freeze ``module``: no parameter requires grad, eval mode, and a flag that keeps it in eval mode
     under a :class:`~rskd_tutorial.distill.base.Distiller`'s ``train()``."""
@@ -45,10 +67,7 @@ def model_state(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> Mappi
     """The weights of a state dict or of a file written by ``engine.fit`` (``final.pt`` / ``checkpoint.pt``,
     whose weights sit under ``"model"``), loaded on the CPU with ``weights_only=True``."""
     if not isinstance(source, Mapping):
-        where = os.fspath(source)
-        if not os.path.isfile(where):
-            raise FileNotFoundError(f"checkpoint not found: {where}")
-        source = torch.load(where, map_location="cpu", weights_only=True)
+        source = read_checkpoint(source)
     return source.get("model", source) if isinstance(source.get("model", None), Mapping) else source
 
 
@@ -84,7 +103,7 @@ def load_state_strict(model: nn.Module, source: str | os.PathLike | Mapping[str,
     if missing or unexpected or mismatched:
         def show(keys: list[str]) -> str:
             return f"{keys[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
-        raise RuntimeError(
+        raise CheckpointError(
             f"weights in {where} do not match {type(model).__name__}: missing {show(missing)}, "
             f"unexpected {show(unexpected)}, wrong shape {show(mismatched)}"
         )

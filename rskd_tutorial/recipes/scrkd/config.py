@@ -31,7 +31,7 @@ class SaliencyModelSpec:
     arch: str = "pspnet"             # pspnet | transformer
     backbone: str = "resnet50"       # resnet18/34/50/101, or a timm PVTv2 name for the transformer
     channels: int = 256
-    pretrained_backbone: str | None = None   # local torchvision ResNet file (resnet50-19c8e357.pth)
+    pretrained_backbone: str | None = None   # local torchvision ResNet file (resnet50-0676ba61.pth: models.pretrained)
 
 
 @dataclass

@@ -399,63 +399,20 @@ def fit(
         torch.cuda.set_device(device)
     distributed = _init_distributed(device)
     main = is_main_process()
-
     ckpt_path = out_dir / CHECKPOINT
-    if main:
-        if ckpt_path.exists() and not (resume or overwrite):
-            raise RunExistsError(
-                f"{out_dir} already holds a run ({CHECKPOINT}); pass resume=True (--resume) to continue it "
-                f"or overwrite=True (--overwrite) to start over"
-            )
-        if overwrite and not resume:
-            for name in (CHECKPOINT, FINAL_WEIGHTS, METRICS):
-                (out_dir / name).unlink(missing_ok=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if distributed:
-        dist.barrier()
+    _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, main=main, distributed=distributed)
 
     seed_everything(config.seed + rank)
-    check_devices(model, device, where="fit()", movable=True)    # meta tensors: .to() cannot move them
-    model.to(device)
-    check_devices(model, device, where="fit()")
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    trainable = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("fit(): the model has no parameter with requires_grad=True")
+    trainable = _place_model(model, device, config, params)
     optimizer = build_optimizer(trainable, config)
-
-    sampler_gen = torch.Generator()
-    if distributed:
-        sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed, drop_last=False)
-    else:
-        sampler = RandomSampler(train_set, generator=sampler_gen)
-    loader_gen = torch.Generator()
-    loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn,
-        num_workers=config.num_workers, pin_memory=device.type == "cuda", drop_last=len(train_set) > config.batch_size,
-        worker_init_fn=_worker_init, generator=loader_gen, persistent_workers=False,
-    )
+    loader, sampler, generators = _train_loader(train_set, config, collate_fn, device, distributed)
     steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"fit(): the training set is empty ({len(train_set)} samples)")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config, steps_per_epoch)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config, steps_per_epoch))
     autocast_dtype = amp_dtype(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)   # fp16 only
-
-    start_epoch, step = 0, 0
-    history: list[dict[str, Any]] = []
+    start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        load_scaler_state(scaler, state.get("scaler"))
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        history = list(state.get("history", []))
-        _set_rng_state(state["rng"])
+        start_epoch, step, history = _restore(ckpt_path, model, optimizer, scheduler, scaler)
         if verbose and main:
             print(f"resumed {out_dir} at epoch {start_epoch}/{config.epochs}")
 
@@ -469,45 +426,20 @@ def fit(
     t_start, images_seen, start_step = time.perf_counter(), 0, step
     final_metrics: dict[str, float] = {}
     epoch = start_epoch
+    step_fn = _StepRunner(wrapped, model, optimizer, scheduler, scaler, trainable, params is None, config, device,
+                          autocast_dtype, ckpt_path, distributed)
     try:
         for epoch in range(start_epoch, config.epochs):
             model.train()
-            sampler_gen.manual_seed(config.seed * 1_000_003 + epoch)
-            loader_gen.manual_seed(config.seed * 1_000_003 + epoch + 7)
+            generators[0].manual_seed(config.seed * 1_000_003 + epoch)
+            generators[1].manual_seed(config.seed * 1_000_003 + epoch + 7)
             if distributed:
                 sampler.set_epoch(epoch)
-            sums: dict[str, float] = {}
-            n_batches, t_epoch = 0, time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main),
-                       leave=False, dynamic_ncols=True, mininterval=2.0)
-            for inputs, targets in bar:
-                inputs = to_device(inputs, device)
-                targets = to_device(targets, device)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    losses = wrapped(inputs, targets)
-                loss = total_loss(losses)
-                _check_finite(losses, loss, epoch, step, ckpt_path, distributed)
-                optimizer_step(loss, optimizer, scaler, trainable if params is None else model.parameters(),
-                               config.grad_clip)
-                scheduler.step()
-                step += 1
-                n_batches += 1
-                images_seen += _count_images(inputs) * (world if distributed else 1)
-                values = {k: float(v.detach()) for k, v in losses.items()}
-                values["loss"] = float(loss.detach())
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if main and (step % config.log_every == 0 or n_batches == 1):
-                    log.write({"kind": "train", "epoch": epoch + 1, "step": step,
-                               "lr": optimizer.param_groups[0]["lr"], **values})
-                    bar.set_postfix(loss=f"{values['loss']:.3f}")
-                if max_steps is not None and step >= max_steps:
-                    break
-            epoch_seconds = time.perf_counter() - t_epoch
-            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step,
-                                      "seconds": round(epoch_seconds, 3),
-                                      "s_per_step": round(epoch_seconds / max(n_batches, 1), 4)}
-            record.update({k: v / max(n_batches, 1) for k, v in sums.items()})
+            t_epoch = time.perf_counter()
+            sums, n_batches, step, images = _train_epoch(loader, step_fn, epoch, step, config, optimizer, log,
+                                                         progress=progress and main, main=main, max_steps=max_steps)
+            images_seen += images * (world if distributed else 1)
+            record = _epoch_record(epoch, step, time.perf_counter() - t_epoch, sums, n_batches)
             last = epoch + 1 == config.epochs or (max_steps is not None and step >= max_steps)
             if evaluate is not None and main and ((epoch + 1) % config.eval_every == 0 or last):
                 metrics = {k: float(v) for k, v in evaluate(model).items()}
@@ -517,16 +449,9 @@ def fit(
             history.append(record)
             if main:
                 log.write(record)
-                atomic_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1, "step": step, "rng": _rng_state(), "history": history,
-                    "config": asdict(config),
-                }, ckpt_path)
+                _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, epoch, step, history, config)
                 if verbose:
-                    shown = " ".join(f"{k[4:]} {v:.3f}" for k, v in record.items() if k.startswith("val_"))
-                    print(f"epoch {epoch + 1}/{config.epochs}  loss {record.get('loss', float('nan')):.4f}  "
-                          f"{shown}  ({record['seconds']:.1f} s, {record['s_per_step']:.2f} s/step)".rstrip())
+                    print(_epoch_line(record, config.epochs))
             if distributed:
                 dist.barrier()
             if max_steps is not None and step >= max_steps:
@@ -544,6 +469,153 @@ def fit(
         log.close()
     return FitResult(out_dir=out_dir, epochs_run=len(history), history=history, final_metrics=final_metrics,
                      seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9))
+
+
+# ----------------------------------------------------------------------------------------------
+# the named steps of fit()
+# ----------------------------------------------------------------------------------------------
+
+def _prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool, main: bool, distributed: bool) -> None:
+    """Refuse to train into a finished or running run unless resuming or overwriting; create the folder."""
+    ckpt_path = out_dir / CHECKPOINT
+    if main:
+        if ckpt_path.exists() and not (resume or overwrite):
+            raise RunExistsError(
+                f"{out_dir} already holds a run ({CHECKPOINT}); pass resume=True (--resume) to continue it "
+                f"or overwrite=True (--overwrite) to start over"
+            )
+        if overwrite and not resume:
+            for name in (CHECKPOINT, FINAL_WEIGHTS, METRICS):
+                (out_dir / name).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if distributed:
+        dist.barrier()
+
+
+def _place_model(model: nn.Module, device: torch.device, config: TrainConfig,
+                 params: Sequence[nn.Parameter] | Sequence[dict] | None) -> list:
+    """Move the model to ``device`` (checking that everything arrived) and return what to optimise."""
+    check_devices(model, device, where="fit()", movable=True)    # meta tensors: .to() cannot move them
+    model.to(device)
+    check_devices(model, device, where="fit()")
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainable = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("fit(): the model has no parameter with requires_grad=True")
+    return trainable
+
+
+def _train_loader(train_set: Dataset, config: TrainConfig, collate_fn: Callable | None, device: torch.device,
+                  distributed: bool) -> tuple[DataLoader, Any, tuple[torch.Generator, torch.Generator]]:
+    """The shuffled training loader, its sampler and the two generators ``fit`` reseeds every epoch (so a
+    resumed run draws the same batches as an uninterrupted one)."""
+    sampler_gen, loader_gen = torch.Generator(), torch.Generator()
+    if distributed:
+        sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed, drop_last=False)
+    else:
+        sampler = RandomSampler(train_set, generator=sampler_gen)
+    loader = DataLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda", drop_last=len(train_set) > config.batch_size,
+        worker_init_fn=_worker_init, generator=loader_gen, persistent_workers=False,
+    )
+    if len(loader) == 0:
+        raise ValueError(f"fit(): the training set is empty ({len(train_set)} samples)")
+    return loader, sampler, (sampler_gen, loader_gen)
+
+
+def _restore(ckpt_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load a resumable checkpoint into model, optimizer, scheduler, scaler and the RNGs; return
+    ``(epoch, step, history)`` where it stopped."""
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    load_scaler_state(scaler, state.get("scaler"))
+    _set_rng_state(state["rng"])
+    return int(state["epoch"]), int(state["step"]), list(state.get("history", []))
+
+
+@dataclass
+class _StepRunner:
+    """One optimisation step: forward under autocast, the finite check, backward, clip, step, LR step."""
+
+    wrapped: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    trainable: list
+    own_params: bool
+    config: TrainConfig
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    ckpt_path: Path
+    distributed: bool
+
+    def __call__(self, inputs: Any, targets: Any, epoch: int, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            losses = self.wrapped(inputs, targets)
+        loss = total_loss(losses)
+        _check_finite(losses, loss, epoch, step, self.ckpt_path, self.distributed)
+        optimizer_step(loss, self.optimizer, self.scaler, self.trainable if self.own_params else self.model.parameters(),
+                       self.config.grad_clip)
+        self.scheduler.step()
+        return losses, loss
+
+
+def _train_epoch(loader: DataLoader, step_fn: _StepRunner, epoch: int, step: int, config: TrainConfig,
+                 optimizer: torch.optim.Optimizer, log: Any, *, progress: bool, main: bool,
+                 max_steps: int | None) -> tuple[dict[str, float], int, int, int]:
+    """One pass over the loader: returns the summed logged values, the batches, the global step after it and
+    the images seen (this process)."""
+    sums: dict[str, float] = {}
+    n_batches = images = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
+               dynamic_ncols=True, mininterval=2.0)
+    for inputs, targets in bar:
+        losses, loss = step_fn(inputs, targets, epoch, step)
+        step += 1
+        n_batches += 1
+        images += _count_images(inputs)
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        values["loss"] = float(loss.detach())
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if main and (step % config.log_every == 0 or n_batches == 1):
+            log.write({"kind": "train", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], **values})
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+        if max_steps is not None and step >= max_steps:
+            break
+    return sums, n_batches, step, images
+
+
+def _epoch_record(epoch: int, step: int, seconds: float, sums: Mapping[str, float], n_batches: int) -> dict[str, Any]:
+    """The epoch line of ``metrics.jsonl``: step, seconds, seconds a step and the mean of every logged value."""
+    record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(seconds, 3),
+                              "s_per_step": round(seconds / max(n_batches, 1), 4)}
+    record.update({k: v / max(n_batches, 1) for k, v in sums.items()})
+    return record
+
+
+def _save_checkpoint(ckpt_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     scaler: torch.amp.GradScaler, epoch: int, step: int, history: list, config: TrainConfig) -> None:
+    """The resumable state after ``epoch`` (written atomically: a failed write keeps the previous one)."""
+    atomic_save({
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        "epoch": epoch + 1, "step": step, "rng": _rng_state(), "history": history,
+        "config": asdict(config),
+    }, ckpt_path)
+
+
+def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    shown = " ".join(f"{k[4:]} {v:.3f}" for k, v in record.items() if k.startswith("val_"))
+    return (f"epoch {record['epoch']}/{epochs}  loss {record.get('loss', float('nan')):.4f}  "
+            f"{shown}  ({record['seconds']:.1f} s, {record['s_per_step']:.2f} s/step)").rstrip()
 
 
 def _check_finite(losses: Mapping[str, torch.Tensor], loss: torch.Tensor, epoch: int, step: int,

@@ -286,14 +286,6 @@ def test_defect_malformed_dota_line_and_kaist_header(tmp_path):
     assert_failed_cleanly(rc, err, tmp_path / "o2", "I00002.txt", "bbGt")
 
 
-def test_sod_image_without_mask(tmp_path):
-    raw = tmp_path / "raw"
-    fake_raw.make_sod(raw)
-    (raw / "test-labels" / "0001.png").unlink()
-    rc, _, err = run("prepare_sod", "--dataset", "orssd", "--root", raw, "--out", tmp_path / "o")
-    assert_failed_cleanly(rc, err, tmp_path / "o", "0001.jpg", "no mask")
-
-
 def test_subprocess_exit_code_and_one_line(tmp_path):
     raw = _dior_with(tmp_path, "00003", fake_raw.voc_xml("00003.jpg", 64, 48, [("ship", (5, 30, 9, 30), 0)]))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -316,14 +308,18 @@ def test_converter_output_loads_in_cocodetection(tmp_path):
     assert json.loads((out / "annotations" / "instances_train.json").read_text())["categories"][0]["id"] == 1
 
 
-def test_sod_mask_without_image_is_an_error_naming_it(tmp_path):
-    """ORSSD copy where train-labels/0002.png has no image: exit 2 naming the mask (it used to exit 0)."""
+@pytest.mark.parametrize("removed, named, reason", [
+    ("test-labels/0001.png", "0001.jpg", "no mask"),                   # an image without its mask
+    ("train-images/0002.jpg", "train-labels/0002.png", "has no image"),  # a mask without its image (used to exit 0)
+])
+def test_sod_unpaired_file_is_an_error_naming_it(tmp_path, removed, named, reason):
     raw = tmp_path / "raw"
     fake_raw.make_sod(raw)
-    (raw / "train-images" / "0002.jpg").unlink()
+    (raw / removed).unlink()
     rc, _, err = run("prepare_sod", "--dataset", "orssd", "--root", raw, "--out", tmp_path / "o")
-    assert_failed_cleanly(rc, err, tmp_path / "o", "train-labels/0002.png", "has no image")
-    assert "--skip-unpaired" in err
+    assert_failed_cleanly(rc, err, tmp_path / "o", named, reason)
+    if "labels" in named:
+        assert "--skip-unpaired" in err
 
 
 def test_sod_skip_unpaired_converts_pairs_and_lists_each_file(tmp_path):

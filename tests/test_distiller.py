@@ -117,3 +117,14 @@ def test_state_dict_leaves_out_frozen_teacher_and_reloads_strictly():
     assert torch.equal(fresh_student.net.backbone.body.conv1.weight, student.net.backbone.body.conv1.weight)
     with pytest.raises(RuntimeError, match="missing"):
         d2.load_state_dict({k: v for k, v in state.items() if not k.startswith("kd_losses")})
+
+
+def test_student_loss_sums_the_supervised_terms_only():
+    import torch
+
+    from rskd_tutorial.distill import student_loss
+
+    logged = {"loss_cls": 1.5, "loss_box": 0.25, "loss_kd_fitnet": 10.0, "kd_fitnet": 100.0, "loss": 11.75, "lr": 0.1}
+    assert student_loss(logged) == 1.75
+    assert student_loss({"loss_rpn": torch.tensor(0.5), "loss_kd_x": torch.tensor(3.0, requires_grad=True)}) == 0.5
+    assert student_loss({}) == 0.0

@@ -1,6 +1,6 @@
 """Distillation: the Distiller and every KD loss of the book (one home per loss)."""
 
-from rskd_tutorial.distill.base import DistillationCheckError, Distiller
+from rskd_tutorial.distill.base import DistillationCheckError, Distiller, student_loss
 from rskd_tutorial.distill.baselines import (
     ATLoss,
     CWDLoss,
@@ -14,6 +14,7 @@ from rskd_tutorial.distill.baselines import (
 from rskd_tutorial.distill.masks import attention_maps, box_scale_masks
 
 __all__ = [
+    "student_loss",
     "ATLoss", "CWDLoss", "DistillationCheckError", "Distiller", "FGDLoss", "FitNetLoss", "LogitKDLoss",
     "MGDLoss", "PKDLoss", "attention_maps", "box_scale_masks", "paired_features",
 ]

@@ -49,6 +49,13 @@ class DistillationCheckError(RuntimeError):
     parameter / buffer of the student, the teacher or a KD term is not on the batch's device."""
 
 
+def student_loss(losses: Mapping[str, Any]) -> float:
+    """The student's own (supervised) loss in a Distiller's loss dict or a logged ``metrics.jsonl`` line: the
+    sum of the ``loss_*`` entries that are not weighted KD terms (``loss_kd_*``)."""
+    return float(sum(float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()
+                     if k.startswith("loss_") and not k.startswith("loss_kd_")))
+
+
 class Distiller(nn.Module):
     """Student + frozen teacher + named KD losses with weights.
 

@@ -96,7 +96,7 @@ def step0_terms(profile: Any, arch: str, teacher: nn.Module,
     the first training batch (its random flips seeded too, so the numbers -- and any weight derived from
     them, which enters cache keys -- do not vary between runs). Returns ``({name: L_m}, L_det)``."""
     from rskd_tutorial.data import collate_detection
-    from rskd_tutorial.distill import Distiller
+    from rskd_tutorial.distill import Distiller, student_loss
     from rskd_tutorial.engine import seed_everything, to_device
     from rskd_tutorial.recipes.detection import build_from_spec, detection_splits, tutorial_data, tutorial_spec
 
@@ -108,7 +108,7 @@ def step0_terms(profile: Any, arch: str, teacher: nn.Module,
     fresh = build_from_spec(tutorial_spec(profile, arch, "student"), train_set.num_classes).to(device)
     losses = dict(make_losses(fresh, teacher))
     out = Distiller(fresh, teacher, losses, {m: 1.0 for m in losses}).to(device).train()(*batch)
-    det = sum(float(v.detach()) for k, v in out.losses.items() if k.startswith("loss_") and not k.startswith("loss_kd"))
+    det = student_loss(out.losses)
     return {m: float(out.losses[f"kd_{m}"].detach()) for m in losses}, det
 
 

@@ -29,13 +29,14 @@ from rskd_tutorial.recipes.scrkd.config import (METRIC_KEYS, CascadeRun, Salienc
 from rskd_tutorial.recipes.scrkd.recipe import (evaluate_cascade, evaluate_scrkd, evaluate_sod, train_cascade, train_scrkd,
                                                 train_sod)
 from rskd_tutorial.recipes.scrkd.stages import (CascadeResult, build_model, cached_sod_metrics, cascade, saliency_collate,
-                                                saliency_splits, scalar_metrics, scrkd_distiller)
+                                                saliency_splits, scalar_metrics, scrkd_distiller,
+                                                sod_evaluation)
 from rskd_tutorial.recipes.scrkd.tutorial import (COMPARISON, baseline_terms, saliency_root, saliency_spec,
                                                   saliency_train_config, sod_setup, tutorial_cascade, tutorial_comparison,
                                                   tutorial_distill, tutorial_sod_model)
 
 __all__ = ["METRIC_KEYS", "CascadeRun", "SaliencyData", "SaliencyModelSpec", "SCRKDRun", "SODRun", "evaluate_cascade",
            "evaluate_scrkd", "evaluate_sod", "train_cascade", "train_scrkd", "train_sod", "CascadeResult", "build_model",
-           "cached_sod_metrics", "cascade", "saliency_collate", "saliency_splits", "scalar_metrics", "scrkd_distiller",
+           "cached_sod_metrics", "cascade", "saliency_collate", "saliency_splits", "scalar_metrics", "scrkd_distiller", "sod_evaluation",
            "COMPARISON", "baseline_terms", "saliency_root", "saliency_spec", "saliency_train_config", "sod_setup",
            "tutorial_cascade", "tutorial_comparison", "tutorial_distill", "tutorial_sod_model"]

@@ -77,11 +77,15 @@ def scrkd_distiller(student: nn.Module, teacher: nn.Module, teacher_res: int, st
     return Distiller(student, teacher, losses, weights, student_input=student_res, teacher_input=teacher_res)
 
 
+def sod_evaluation(test_set: Any, eval_size: int, batch_size: int = 8) -> Callable[[nn.Module], dict[str, Any]]:
+    """``evaluate(model)``: SOD metrics with their curves on ``test_set`` at ``eval_size``
+    (:func:`~rskd_tutorial.engine.evaluate_saliency`)."""
+    return lambda model: evaluate_saliency(model, test_set, eval_size=eval_size, batch_size=batch_size, curves=True)
+
+
 def cached_sod_metrics(run_dir: Path, model: nn.Module, test_set: Any, eval_size: int, batch_size: int = 8) -> dict[str, Any]:
-    """SOD metrics with their curves (:func:`~rskd_tutorial.engine.evaluate_saliency`), cached beside the weights
-    (:func:`~rskd_tutorial.recipes.runs.cached_metrics`)."""
-    return cached_metrics(run_dir, lambda: evaluate_saliency(model, test_set, eval_size=eval_size, batch_size=batch_size,
-                                                              curves=True))
+    """:func:`sod_evaluation` of ``model``, cached beside the weights (:func:`~rskd_tutorial.recipes.runs.cached_metrics`)."""
+    return cached_metrics(run_dir, lambda: sod_evaluation(test_set, eval_size, batch_size)(model))
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -12,12 +12,13 @@ from torch import nn
 
 from rskd_tutorial.distill.base import Distiller
 from rskd_tutorial.distill.scrkd import COMPONENTS, SCRKD_COEFFICIENTS, SCRKDCoefficients
-from rskd_tutorial.engine import cache_dir, evaluate_saliency, run_key, seed_everything
+from rskd_tutorial.engine import cache_dir, run_key, seed_everything
 from rskd_tutorial.engine.train import FINAL_WEIGHTS, TrainConfig
 from rskd_tutorial.recipes.detection import data_signature
 from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure, run_seconds
 from rskd_tutorial.recipes.scrkd.config import SaliencyData, SaliencyModelSpec
-from rskd_tutorial.recipes.scrkd.stages import build_model, cached_sod_metrics, cascade, saliency_collate, saliency_splits, scrkd_distiller
+from rskd_tutorial.recipes.scrkd.stages import (build_model, cached_sod_metrics, cascade, saliency_collate, saliency_splits,
+                                           scrkd_distiller, sod_evaluation)
 
 
 def saliency_root(profile: Any, seed: int = 0) -> Path:
@@ -53,10 +54,6 @@ def saliency_train_config(profile: Any, role: str = "teacher", seed: int = 0, **
     return TrainConfig(**kwargs)
 
 
-def _sod_evaluation(test_set: Any, eval_size: int, batch_size: int) -> Callable[[nn.Module], dict[str, Any]]:
-    return lambda model: evaluate_saliency(model, test_set, eval_size=eval_size, batch_size=batch_size, curves=True)
-
-
 def _data(profile: Any, seed: int = 0) -> SaliencyData:
     return SaliencyData(root=str(saliency_root(profile, seed)), eval_size=profile.saliency.eval_size, name="synthetic")
 
@@ -85,7 +82,7 @@ def tutorial_sod_model(profile: Any, resolution: int, *, arch: str = "pspnet", s
     synthetic scenes, evaluated on the test images at that resolution, metrics at the profile's ``eval_size``."""
     s = sod_setup(profile, resolution, arch=arch, seed=seed, role=role, progress=progress, verbose=verbose,
                   **train_overrides)
-    return finish_run(s.model, s.key, s.train, _sod_evaluation(s.eval_set, s.eval_size, s.batch_size), s.device,
+    return finish_run(s.model, s.key, s.train, sod_evaluation(s.eval_set, s.eval_size, s.batch_size), s.device,
                       verbose=verbose, shipped=shipped, extra={"resolution": resolution})
 
 
@@ -123,7 +120,7 @@ def tutorial_distill(profile: Any, teacher: nn.Module, teacher_res: int, student
 
     train = fit_closure(distiller, train_set, cfg, collate_fn=saliency_collate(), device=device, progress=progress,
                         verbose=verbose, keep_checkpoint=False)
-    return finish_run(distiller, key, train, _sod_evaluation(test_set, data.eval_size, cfg.batch_size), device,
+    return finish_run(distiller, key, train, sod_evaluation(test_set, data.eval_size, cfg.batch_size), device,
                       evaluated=student, verbose=verbose, extra={"distiller": distiller})
 
 

@@ -44,20 +44,22 @@ class TeacherEntry:
     measure: Callable[[TutorialSetup], dict[str, float]]  # metrics of setup.model on setup.eval_set
 
 
+def _detection_percent(s: TutorialSetup) -> dict[str, float]:
+    """COCO metrics (in percent) of a detector setup's model on its evaluation set."""
+    from rskd_tutorial.engine import evaluate_detection
+
+    m = evaluate_detection(s.model.to(s.device).eval(), s.eval_set, batch_size=s.batch_size)
+    return {k: 100.0 * float(v) for k, v in m.items()}
+
+
 def _detector_entry(kind: str, arch: str, chapters: tuple[str, ...]) -> TeacherEntry:
     from rskd_tutorial.recipes.detection import detector_setup
 
     def setup(profile: Any, progress: bool) -> TutorialSetup:
         return detector_setup(profile, arch, kind, 0, role="teacher", verbose=False, progress=progress)
 
-    def measure(s: TutorialSetup) -> dict[str, float]:
-        from rskd_tutorial.engine import evaluate_detection
-
-        m = evaluate_detection(s.model.to(s.device).eval(), s.eval_set, batch_size=s.batch_size)
-        return {k: 100.0 * float(v) for k, v in m.items()}
-
     task = {"optical": "optical-detection", "sar": "sar-detection"}[kind]
-    return TeacherEntry(f"{kind}-{arch}", task, arch, chapters, "AP50", setup, measure)
+    return TeacherEntry(f"{kind}-{arch}", task, arch, chapters, "AP50", setup, _detection_percent)
 
 
 def _saliency_entry(which: int, chapters: tuple[str, ...]) -> TeacherEntry:
@@ -80,6 +82,15 @@ def _saliency_entry(which: int, chapters: tuple[str, ...]) -> TeacherEntry:
     return TeacherEntry(f"saliency-{role}", "saliency", "pspnet", chapters, "S", setup, measure)
 
 
+def _rgb_entry(chapters: tuple[str, ...]) -> TeacherEntry:
+    from rskd_tutorial.recipes.freqkd import rgb_teacher_setup
+
+    def setup(profile: Any, progress: bool) -> TutorialSetup:
+        return rgb_teacher_setup(profile, 0, progress=progress, verbose=False)
+
+    return TeacherEntry("rgb-retinanet", "rgb-detection", "retinanet", chapters, "AP50", setup, _detection_percent)
+
+
 def catalog(profile: Any) -> list[TeacherEntry]:
     """The teachers the chapters load in ``profile``, in training order."""
     return [
@@ -89,6 +100,7 @@ def catalog(profile: Any) -> list[TeacherEntry]:
         _saliency_entry(0, ("05", "06")),
         _saliency_entry(1, ("05", "06")),
         _detector_entry("sar", "retinanet", ("01", "03", "06")),
+        _rgb_entry(("04", "06")),
     ]
 
 

@@ -22,9 +22,10 @@ Two layers, as for the other methods:
   ViT-B/14 teacher and student from a local weights file on KAIST / FLIR ADAS, or a ResNet-50
   student; ``stage_a: null`` is the DINOv2 baseline; ``stage_a_weights`` fine-tunes a finished stage-A
   student on another dataset (the FLIR transfer row). :func:`divergence_main` is ``rskd divergence``.
-* **Tutorial scale** -- :func:`rgb_teacher` (a ViT detector trained from scratch on synthetic RGB
-  scenes: our stand-in for the RGB foundation model), :func:`tutorial_student` (stage A + B of one
-  table row) and :func:`tutorial_divergence`, sized by ``profile.crossmodal`` and cached.
+* **Tutorial scale** -- :func:`rgb_teacher` (a small CNN detector trained from scratch on synthetic RGB
+  scenes and shipped with the package: our stand-in for the RGB foundation model),
+  :func:`tutorial_student` (stage A + B of one table row, evaluated on the IR test and validation
+  pairs) and :func:`tutorial_divergence`, sized by ``profile.crossmodal`` and cached.
 
 Taught in chapter 4 (``book/04_freqkd_divergence.ipynb``).
 
@@ -43,12 +44,14 @@ from rskd_tutorial.recipes.freqkd.models import (build_trunk, copy_head, detecto
 from rskd_tutorial.recipes.freqkd.recipe import divergence_main, evaluate_freqkd, train_freqkd
 from rskd_tutorial.recipes.freqkd.stages import stage_a, stage_a_distiller, stage_b, stage_b_params
 from rskd_tutorial.recipes.freqkd.study import divergence_study
-from rskd_tutorial.recipes.freqkd.tutorial import (tutorial_backbone, tutorial_divergence, tutorial_head, tutorial_roots,
-                                                   tutorial_student, rgb_teacher, stage_train_config)
+from rskd_tutorial.recipes.freqkd.tutorial import (VAL_PREFIX, eval_splits, paired_data, rgb_teacher, rgb_teacher_setup,
+                                                   stage_train_config, tutorial_backbone, tutorial_divergence,
+                                                   tutorial_head, tutorial_roots, tutorial_student)
 
 __all__ = ["BackboneSpec", "DivergenceSpec", "FreqKDRun", "HeadSpec", "LossSpec", "PairedData", "StageA", "StageB",
            "ModalityView", "collate_pairs", "ir_splits", "paired_splits", "build_trunk", "copy_head",
            "detector_from_trunk", "detector_trunk", "make_loss", "student_trunk_state", "divergence_main",
            "evaluate_freqkd", "train_freqkd", "stage_a", "stage_a_distiller", "stage_b", "stage_b_params",
            "divergence_study", "tutorial_backbone", "tutorial_divergence", "tutorial_head", "tutorial_roots",
-           "tutorial_student", "rgb_teacher", "stage_train_config"]
+           "tutorial_student", "rgb_teacher", "rgb_teacher_setup", "stage_train_config", "VAL_PREFIX", "eval_splits",
+           "paired_data"]

@@ -19,11 +19,13 @@ class PairedData:
     hflip: float = 0.5               # the same flip on both frames of a pair (keeps them aligned)
     resize: tuple[int, int] | None = None   # (h, w) both frames are resized to (stage A; default: as stored)
     name: str | None = None          # dataset name in error messages ("KAIST", "FLIR ADAS")
+    in_memory: bool = False          # decode every frame once and keep it (the synthetic tutorial pairs)
 
 
 @dataclass
 class BackboneSpec:
-    """A trunk: a timm ViT (``vit_base_patch14_dinov2`` ...) or a ResNet (``resnet50`` ...)."""
+    """A trunk: a timm ViT (``vit_base_patch14_dinov2`` ...), a torchvision ResNet (``resnet50`` ...) or a
+    small timm CNN (``regnetx_002``: the tutorial scale, tapped at strides 4-32)."""
 
     arch: str
     img_size: tuple[int, int] = (224, 224)    # ViT positional-embedding grid (multiples of the patch)
@@ -39,6 +41,7 @@ class HeadSpec:
 
     arch: str = "retinanet"                   # retinanet | faster_rcnn
     out_channels: int = 256                   # pyramid / FPN width
+    head_convs: int | None = None             # RetinaNet: conv + GroupNorm layers a branch (None: torchvision's head)
     anchor_factor: float = 1.0
     min_size: int | None = None               # detector resize; default: the trunk's img_size
     max_size: int | None = None

@@ -66,9 +66,9 @@ def paired_splits(data: PairedData, *, drop_empty: bool = False) -> tuple[Any, A
     from rskd_tutorial.data import CocoDetection
 
     train = CocoDetection(data.root, data.train_split, transforms=pair_transforms(data, True), return_paired=True,
-                          drop_empty=drop_empty, name=data.name)
+                          drop_empty=drop_empty, name=data.name, in_memory=data.in_memory)
     val = CocoDetection(data.root, data.val_split, transforms=pair_transforms(data, False), return_paired=True,
-                        name=data.name)
+                        name=data.name, in_memory=data.in_memory)
     return train, val
 
 
@@ -80,6 +80,6 @@ def ir_splits(data: PairedData) -> tuple[Any, Any]:
 
     data = dataclasses.replace(data, resize=None)
     train = CocoDetection(data.root, data.train_split, transforms=pair_transforms(data, True), drop_empty=True,
-                          name=data.name)
-    val = CocoDetection(data.root, data.val_split, name=data.name)
+                          name=data.name, in_memory=data.in_memory)
+    val = CocoDetection(data.root, data.val_split, name=data.name, in_memory=data.in_memory)
     return train, val

@@ -10,18 +10,27 @@ from typing import Any
 from torch import Tensor, nn
 
 from rskd_tutorial.distill.freqkd import FreqKDLoss
+from rskd_tutorial.models.backbones import TimmFPN
 from rskd_tutorial.models.detectors import BACKBONES, Detector, build_detector
+from rskd_tutorial.models.trunks import ResNetTrunk, TimmTrunk
 from rskd_tutorial.models.utils import weights_under
-from rskd_tutorial.models.trunks import ResNetTrunk
 from rskd_tutorial.models.vit import SimpleFeaturePyramid, ViTTrunk
 from rskd_tutorial.recipes.freqkd.config import BackboneSpec, HeadSpec, LossSpec
 
 
+VIT_PREFIXES = ("vit_", "deit")    # timm names built as a ViTTrunk; any other timm name is a CNN trunk
+
+
 def build_trunk(spec: BackboneSpec) -> nn.Module:
-    """A :class:`~rskd_tutorial.models.vit.ViTTrunk` or, for ``resnet*``, a
-    :class:`~rskd_tutorial.models.trunks.ResNetTrunk`."""
+    """A :class:`~rskd_tutorial.models.vit.ViTTrunk` (``vit_*``), a
+    :class:`~rskd_tutorial.models.trunks.ResNetTrunk` (torchvision ``resnet*``) or, for any other timm
+    name, a :class:`~rskd_tutorial.models.trunks.TimmTrunk` (random init; the tutorial scale's CNN)."""
     if spec.arch in BACKBONES:
         return ResNetTrunk(spec.arch, pretrained_backbone=spec.weights)
+    if not spec.arch.startswith(VIT_PREFIXES):
+        if spec.weights is not None:
+            raise ValueError(f"timm CNN trunk {spec.arch!r} is trained from scratch here; weights apply to ViTs and ResNets")
+        return TimmTrunk(spec.arch)
     kwargs: dict[str, Any] = {} if spec.depth is None else {"depth": spec.depth}
     return ViTTrunk(spec.arch, tuple(spec.img_size), blocks=spec.blocks, weights=spec.weights,
                     drop_path_rate=spec.drop_path_rate, **kwargs)
@@ -31,10 +40,18 @@ def detector_from_trunk(trunk: nn.Module, num_classes: int, head: HeadSpec,
                         img_size: Sequence[int] = (224, 224)) -> Detector:
     """A detector around (a copy of) ``trunk``: ViT -> simple pyramid + head; ResNet -> the same
     torchvision ResNet-FPN detector the other chapters use (built with the trunk's ImageNet file, if
-    any, so the norm layers and frozen stages match), with the trunk's body weights."""
+    any, so the norm layers and frozen stages match), with the trunk's body weights; timm CNN -> the
+    tutorial-scale P2-P5 FPN detector of the other chapters with (a copy of) the trunk as its body."""
     hw = tuple(int(v) for v in img_size)
-    common = dict(min_size=head.min_size or min(hw), max_size=head.max_size or max(hw), anchor_factor=head.anchor_factor)
+    common = dict(min_size=head.min_size or min(hw), max_size=head.max_size or max(hw), anchor_factor=head.anchor_factor,
+                  head_convs=head.head_convs)
     trunk = copy.deepcopy(trunk)
+    if isinstance(trunk, TimmTrunk):
+        for p in trunk.parameters():
+            p.requires_grad_(True)
+        backbone = TimmFPN(trunk.arch, head.out_channels, trunk.strides)
+        backbone.body = trunk.body
+        return build_detector(head.arch, backbone=backbone, num_classes=num_classes, **common)
     if isinstance(trunk, ResNetTrunk):
         det = build_detector(head.arch, trunk.arch, num_classes, fpn_channels=head.out_channels,
                              pretrained_backbone=trunk.pretrained_backbone, **common)
@@ -47,16 +64,26 @@ def detector_from_trunk(trunk: nn.Module, num_classes: int, head: HeadSpec,
 
 
 def detector_trunk(det: Detector) -> nn.Module:
-    """The trunk inside a detector built by :func:`detector_from_trunk` (or ``build_vit_detector``)."""
+    """The trunk inside a detector built by :func:`detector_from_trunk` (or ``build_vit_detector``); for a
+    timm FPN detector a :class:`~rskd_tutorial.models.trunks.TimmTrunk` view sharing its body's parameters."""
     backbone = det.net.backbone
-    return backbone.trunk if hasattr(backbone, "trunk") else backbone.body
+    if hasattr(backbone, "trunk"):
+        return backbone.trunk
+    if isinstance(backbone, TimmFPN):
+        return TimmTrunk(backbone.name, backbone.strides, body=backbone.body)
+    return backbone.body
+
+
+def _trunk_prefix(det: Detector) -> str:
+    return "net.backbone.trunk." if hasattr(det.net.backbone, "trunk") else "net.backbone.body."
 
 
 def copy_head(source: Detector, target: Detector) -> Detector:
     """Copy every weight of ``source`` but its trunk (pyramid, head) into ``target`` (same
     architecture), strictly: a key missing on either side is an error."""
     def head(det: Detector) -> dict[str, Tensor]:
-        return {k: v for k, v in det.state_dict().items() if not k.startswith("net.backbone.trunk.")}
+        prefix = _trunk_prefix(det)
+        return {k: v for k, v in det.state_dict().items() if not k.startswith(prefix)}
 
     src, dst = head(source), head(target)
     missing, unexpected = sorted(set(dst) - set(src)), sorted(set(src) - set(dst))

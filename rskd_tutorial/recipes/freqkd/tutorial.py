@@ -1,5 +1,8 @@
-"""Tutorial scale of chapter 4: the RGB teacher, one table row (stage A + B) and the study, sized by
-``profile.crossmodal`` and cached."""
+"""Tutorial scale of chapter 4: the RGB teacher (shipped in ``cpu``), one table row (stage A + B) and
+the study, sized by ``profile.crossmodal`` and cached.
+
+Every row's stage-B detector is evaluated on the IR test pairs (what the tables report) and on the
+IR validation pairs (``val_AP50`` ...: what the cutoff x high-band-weight grid is chosen on)."""
 
 from __future__ import annotations
 
@@ -8,23 +11,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from rskd_tutorial.engine import cache_dir, read_metrics, run_key, train_or_load
+from rskd_tutorial.engine import cache_dir, evaluate_detection, read_metrics, run_key, seed_everything, train_or_load
 from rskd_tutorial.engine.train import TrainConfig
-from rskd_tutorial.recipes.detection import cached_run, data_signature, detection_collate, synthetic_root
+from rskd_tutorial.recipes.detection import data_signature, detection_collate, synthetic_root
 from rskd_tutorial.recipes.freqkd.config import BackboneSpec, HeadSpec, LossSpec, PairedData
 from rskd_tutorial.recipes.freqkd.data import ModalityView, collate_pairs, ir_splits, paired_splits
 from rskd_tutorial.recipes.freqkd.models import build_trunk, copy_head, detector_from_trunk, detector_trunk, make_loss
 from rskd_tutorial.recipes.freqkd.stages import stage_a_distiller, stage_b_params
 from rskd_tutorial.recipes.freqkd.study import divergence_study
-from rskd_tutorial.recipes.runs import TutorialRun, fit_closure, run_seconds
+from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure, run_seconds
+
+VAL_PREFIX = "val_"      # metrics on the validation pairs carry this prefix; the unprefixed ones are the test split's
 
 
 def tutorial_roots(profile: Any, seed: int = 0) -> tuple[Path, Path]:
-    """(training/validation pairs, separate study pairs) of the chapter, written under the cache
-    folder (idempotent). The study pairs are scenes neither model trains on (``n_train = 0``)."""
+    """(training / validation / test pairs, separate study pairs) of the chapter, written under the cache
+    folder (idempotent). The study pairs are scenes no model trains or is chosen on (``n_train = 0``)."""
     from rskd_tutorial.data.synthetic import write_scenes
 
     root = synthetic_root("rgbir", profile, seed=seed, progress=False)
@@ -35,17 +39,49 @@ def tutorial_roots(profile: Any, seed: int = 0) -> tuple[Path, Path]:
 
 
 def tutorial_backbone(profile: Any, role: str) -> BackboneSpec:
-    """The teacher's or the student's trunk at the profile's scale (tapping the last block)."""
+    """The teacher's or the student's trunk at the profile's scale (a CNN tapped at strides 4-32, or a ViT
+    tapping its last block)."""
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
     c = profile.crossmodal
-    arch = c.teacher_vit if role == "teacher" else c.student_vit
+    arch = c.teacher_backbone if role == "teacher" else c.student_backbone
     return BackboneSpec(arch=arch, img_size=(c.image_size, c.image_size), depth=c.vit_depth)
 
 
 def tutorial_head(profile: Any) -> HeadSpec:
     c = profile.crossmodal
-    return HeadSpec(arch="retinanet", out_channels=c.pyramid_channels, anchor_factor=c.anchor_factor)
+    return HeadSpec(arch="retinanet", out_channels=c.pyramid_channels, anchor_factor=c.anchor_factor,
+                    head_convs=c.head_convs)
+
+
+def paired_data(profile: Any) -> PairedData:
+    """The chapter's pairs, held in memory."""
+    root, _ = tutorial_roots(profile)
+    return PairedData(root=str(root), in_memory=True, name="synthetic rgbir")
+
+
+def eval_splits(profile: Any) -> tuple[str, str]:
+    """(split the tables report, split anything tunable is chosen on): ``("test", "val")``, or
+    ``("val", "val")`` in a profile without test pairs."""
+    return ("test" if profile.crossmodal.test_pairs else "val"), "val"
+
+
+def _ir_evaluation(profile: Any) -> Any:
+    """``evaluate(model)``: COCO metrics on the IR report split plus ``val_*`` metrics on the IR validation split."""
+    from rskd_tutorial.data import CocoDetection
+
+    data = paired_data(profile)
+    report, choose = eval_splits(profile)
+    sets = {name: CocoDetection(data.root, name, in_memory=True, name=data.name) for name in {report, choose}}
+    bs = profile.crossmodal.batch_size
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        out = dict(evaluate_detection(model, sets[report], batch_size=bs))
+        val = out if choose == report else evaluate_detection(model, sets[choose], batch_size=bs)
+        out.update({VAL_PREFIX + k: v for k, v in val.items() if not hasattr(v, "shape")})
+        return out
+
+    return evaluate
 
 
 def stage_train_config(profile: Any, stage: str, seed: int = 0, **overrides: Any) -> TrainConfig:
@@ -60,31 +96,44 @@ def stage_train_config(profile: Any, stage: str, seed: int = 0, **overrides: Any
         epochs=epochs[stage], lr={"teacher": c.lr, "distill": c.distill_lr, "finetune": c.finetune_lr}[stage],
         batch_size=c.batch_size, optimizer="adamw", weight_decay=0.05, schedule="cosine",
         warmup_iters=max(1, min(c.warmup_iters, steps // 4)),
-        warmup_factor=0.01, grad_clip=1.0, num_workers=profile.num_workers, seed=seed, eval_every=epochs[stage],
+        warmup_factor=0.01, grad_clip=10.0, num_workers=profile.num_workers, seed=seed, eval_every=epochs[stage],
     )
     kwargs.update(overrides)
     return TrainConfig(**kwargs)
 
 
-def rgb_teacher(profile: Any, seed: int = 0, *, progress: bool = False, verbose: bool = True) -> TutorialRun:
-    """The chapter's RGB "foundation model": a ViT detector trained from scratch on the synthetic RGB
-    frames (or loaded from the cache), evaluated on the RGB validation frames. Its trunk is
-    ``detector_trunk(run.model)``; ``run.extra["key"]`` is its cache key."""
-    root, _ = tutorial_roots(profile)
-    train_pairs, val_pairs = paired_splits(PairedData(root=str(root)), drop_empty=True)
-    train_set, val_set = ModalityView(train_pairs, "rgb"), ModalityView(val_pairs, "rgb")
+def rgb_teacher_setup(profile: Any, seed: int = 0, *, progress: bool = False, verbose: bool = True) -> TutorialSetup:
+    """The untrained RGB teacher detector, its key, its training closure and its evaluation set (RGB
+    frames of the report split): what :func:`rgb_teacher` and the teacher store (``rskd teachers``) share."""
+    from rskd_tutorial.data import CocoDetection
+
+    data = paired_data(profile)
+    train_pairs, _ = paired_splits(data, drop_empty=True)
+    report, _ = eval_splits(profile)
+    train_set = ModalityView(train_pairs, "rgb")
+    eval_set = ModalityView(CocoDetection(data.root, report, return_paired=True, in_memory=True, name=data.name), "rgb")
     spec, head = tutorial_backbone(profile, "teacher"), tutorial_head(profile)
     cfg = stage_train_config(profile, "teacher", seed)
     device = profile.device
-    torch.manual_seed(seed)
+    seed_everything(seed)   # the initial weights depend on the seed only
     det = detector_from_trunk(build_trunk(spec), train_set.num_classes, head, spec.img_size).to(device)
-    key = run_key("rgbir-vit-teacher", profile=profile.name, seed=seed,
-                  config={"spec": asdict(spec), "head": asdict(head), "train": asdict(cfg), "data": data_signature(root)})
-
+    key = run_key(f"rgbir-{spec.arch}-teacher", profile=profile.name, seed=seed,
+                  config={"spec": asdict(spec), "head": asdict(head), "train": asdict(cfg),
+                          "data": data_signature(data.root)})
     train = fit_closure(det, train_set, cfg, collate_fn=detection_collate(), device=device, progress=progress,
                         verbose=verbose, keep_checkpoint=False)
-    return cached_run(det, key, train, val_set, cfg.batch_size, device, verbose=verbose,
-                      extra={"key": key, "spec": spec})
+    return TutorialSetup(det, key, train, eval_set, cfg.batch_size, device)
+
+
+def rgb_teacher(profile: Any, seed: int = 0, *, progress: bool = False, verbose: bool = True) -> TutorialRun:
+    """The chapter's RGB "foundation model": a detector trained from scratch on the synthetic RGB frames
+    (shipped with the package in ``cpu``; else from the run cache, else trained), evaluated on the RGB
+    frames of the report split. Its trunk is ``detector_trunk(run.model)``; ``run.extra["key"]`` is its
+    cache key."""
+    s = rgb_teacher_setup(profile, seed, progress=progress, verbose=verbose)
+    spec = tutorial_backbone(profile, "teacher")
+    return finish_run(s.model, s.key, s.train, lambda m: evaluate_detection(m, s.eval_set, batch_size=s.batch_size),
+                      s.device, verbose=verbose, extra={"key": s.key, "spec": spec})
 
 
 def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSpec | None, *, seed: int = 0,
@@ -100,10 +149,10 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
     is itself a detector, so stage B starts from a working head instead of learning one from scratch
     in a few CPU epochs), ``"fresh"`` from random weights (the full-scale recipe: DINOv2 has no
     detection head). Stage B is identical for every row either way. Returns the IR detector with its
-    IR validation metrics; ``extra`` holds ``trunk`` (the stage-A student), ``stage_a_dir``,
+    IR test metrics and ``val_*`` IR validation metrics; ``extra`` holds ``trunk`` (the stage-A student), ``stage_a_dir``,
     ``stage_a_seconds`` and ``stage_a_loss`` (the last epoch's mean low/high terms).
     """
-    root, _ = tutorial_roots(profile)
+    data = paired_data(profile)
     device = profile.device
     t_trunk = detector_trunk(teacher.model)
     t_spec, s_spec = tutorial_backbone(profile, "teacher"), tutorial_backbone(profile, "student")
@@ -113,7 +162,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
         raise ValueError(f"init must be 'auto', 'teacher' or 'scratch', got {init!r}")
     if head not in ("teacher", "fresh"):
         raise ValueError(f"head must be 'teacher' or 'fresh', got {head!r}")
-    torch.manual_seed(seed)
+    seed_everything(seed)
     student = copy.deepcopy(t_trunk) if init == "teacher" else build_trunk(s_spec)
     for p in student.parameters():
         p.requires_grad_(True)
@@ -123,7 +172,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
     if loss is not None:
         teacher_trunk = copy.deepcopy(t_trunk).to(device)
         cfg_a = stage_train_config(profile, "distill", seed)
-        train_pairs, _ = paired_splits(PairedData(root=str(root)))
+        train_pairs, _ = paired_splits(data)
         distiller = stage_a_distiller(student, teacher_trunk, make_loss(loss, student, teacher_trunk)).to(device)
         key_a = run_key(f"rgbir-freqkd-stageA-{name}", profile=profile.name, seed=seed,
                         config={"teacher": teacher.extra["key"], "init": init, "student": asdict(s_spec),
@@ -136,7 +185,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
         extra.update(stage_a_dir=a_dir, stage_a_seconds=run_seconds(a_dir),
                      stage_a_loss={k.split(".")[-1]: v for k, v in (last[0] if last else {}).items()
                                    if k.startswith("kd_freqkd.")})
-    train_set, val_set = ir_splits(PairedData(root=str(root)))
+    train_set, _ = ir_splits(data)
     head_spec, cfg_b = tutorial_head(profile), stage_train_config(profile, "finetune", seed)
     det = detector_from_trunk(student, train_set.num_classes, head_spec, s_spec.img_size)
     if head == "teacher":
@@ -148,7 +197,7 @@ def tutorial_student(profile: Any, teacher: TutorialRun, name: str, loss: LossSp
 
     train_b = fit_closure(det, train_set, cfg_b, collate_fn=detection_collate(), device=device, progress=progress,
                           verbose=verbose, params=stage_b_params(det, 1.0, cfg_b.lr), keep_checkpoint=False)
-    run = cached_run(det, key_b, train_b, val_set, cfg_b.batch_size, device, verbose=verbose, extra=extra)
+    run = finish_run(det, key_b, train_b, _ir_evaluation(profile), device, verbose=verbose, extra=extra)
     run.seconds += extra["stage_a_seconds"]
     return run
 

@@ -259,6 +259,47 @@ def test_divergence_study_identical_frames_give_ratio_one(pairs_root):
     assert all(math.isfinite(v) for l in real["layers"] for v in l["low"] + l["high"])
 
 
+def test_divergence_study_with_a_second_ir_trunk(pairs_root):
+    from rskd_tutorial.data import CocoDetection
+    from rskd_tutorial.recipes.freqkd import divergence_study
+
+    pairs = CocoDetection(pairs_root, "val", return_paired=True)
+    one = divergence_study(_vit(0), pairs, n_boot=20, batch_size=2)
+    again = divergence_study(_vit(0), pairs, ir_trunk=_vit(0), n_boot=20, batch_size=2)
+    other = divergence_study(_vit(0), pairs, ir_trunk=_vit(1), n_boot=20, batch_size=2)
+    assert one["settings"]["same_trunk"] and not again["settings"]["same_trunk"]
+    assert again["ratio"] == pytest.approx(one["ratio"])          # same weights on the IR side: same numbers
+    assert other["layers"][1]["low"][0] != pytest.approx(one["layers"][1]["low"][0])
+
+
+def test_single_band_variants_weigh_one_term():
+    a, b = (torch.randn(2, 4, 4, 4, generator=_gen(i)) for i in range(2))
+    terms = freqkd_loss(a, b, cutoff=0.25, return_terms=True)[1]
+    low_only = freqkd_loss(a, b, cutoff=0.25, high_weight=0.0)
+    high_only = freqkd_loss(a, b, cutoff=0.25, low_weight=0.0, high_weight=0.1)
+    assert low_only.item() == pytest.approx(terms["low"].item(), rel=1e-6)
+    assert high_only.item() == pytest.approx(0.1 * terms["high"].item(), rel=1e-6)
+
+
+def test_tutorial_rows_grid_names_and_choice_on_val():
+    from types import SimpleNamespace
+
+    from rskd_tutorial.profile import get_profile
+    from rskd_tutorial.recipes.freqkd import COMPARISON, LossSpec, chosen_on_val, grid_specs, run_name
+
+    grid = grid_specs(get_profile("cpu"))
+    assert len(grid) == 6 and (0.25, 0.1) in grid
+    assert run_name(grid[(0.25, 0.1)]) == run_name(COMPARISON["freqkd"]) == "freqkd"    # shared runs
+    names = [run_name(spec) for spec in list(COMPARISON.values()) + list(grid.values())]
+    assert len(set(names)) == len(COMPARISON) + len(grid) - 1
+    assert run_name(LossSpec(split="none")) == "mse" and run_name(None) == "nokd"
+
+    def runs(*vals):
+        return [SimpleNamespace(metrics={"val_AP50": v, "AP50": 1.0 - v}) for v in vals]
+
+    assert chosen_on_val({"a": runs(0.3, 0.5), "b": runs(0.45), "c": runs(0.1, 0.2)}) == "b"   # mean val 0.4 < 0.45
+
+
 def _write_config(path: Path, root: Path, *, stage_a: bool = True, student: str = "vit_tiny_patch16_224") -> Path:
     import yaml
 

@@ -69,7 +69,8 @@ def test_safetensors_round_trip_is_float16_exact_and_strict(tmp_path):
     model = _Tiny()
     model.bn.running_mean.fill_(0.25)
     rec = save_shipped(model, _record(), tmp_path)
-    assert (tmp_path / "ci" / "tiny.safetensors").stat().st_size == rec["bytes"] and len(rec["sha256"]) == 64
+    assert rec["file"] == "tiny.safetensors.xz"
+    assert (tmp_path / "ci" / "tiny.safetensors.xz").stat().st_size == rec["bytes"] and len(rec["sha256"]) == 64
     fresh = load_shipped(_Tiny(), rec, tmp_path)
     for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         want = a.half().to(a.dtype) if a.is_floating_point() else a
@@ -85,6 +86,31 @@ def test_safetensors_round_trip_is_float16_exact_and_strict(tmp_path):
     assert find_shipped("tiny/ci-s0-abc", tmp_path)["name"] == "tiny"
     assert find_shipped("tiny/ci-s0-abd", tmp_path) is None
     assert [r["name"] for r in shipped_records("ci", tmp_path)] == ["tiny"]
+
+
+def test_plain_safetensors_loads_and_a_broken_archive_names_the_teacher(tmp_path):
+    import lzma
+
+    from rskd_tutorial.engine.store import file_sha256
+
+    torch.manual_seed(0)
+    model = _Tiny()
+    rec = save_shipped(model, _record(), tmp_path)
+    packed = tmp_path / "ci" / rec["file"]
+    plain = tmp_path / "ci" / "tiny.safetensors"
+    plain.write_bytes(lzma.decompress(packed.read_bytes()))       # what `xz -d` gives
+    old = dict(rec, file=plain.name, sha256=file_sha256(plain), bytes=plain.stat().st_size)
+    fresh = load_shipped(_Tiny(), old, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(load_shipped(_Tiny(), rec, tmp_path).state_dict().values(),
+                                                  fresh.state_dict().values()))
+    assert rec["bytes"] < plain.stat().st_size                    # the archive is smaller than the plain file
+    # re-shipping replaces the plain file by the archive
+    save_shipped(model, _record(), tmp_path)
+    assert not plain.exists() and packed.exists()
+    # an archive that is not lzma (hash updated too): refused with the teacher's name, not a raw lzma error
+    packed.write_bytes(b"not an archive")
+    with pytest.raises(ShippedTeacherError, match="tiny.*not a readable"):
+        load_shipped(_Tiny(), dict(rec, sha256=file_sha256(packed)), tmp_path)
 
 
 def test_tampered_or_missing_file_is_refused(tmp_path):
@@ -153,6 +179,12 @@ def test_shipped_cpu_records_are_complete_and_meet_the_targets():
         if rec["name"] != "saliency-assistant":
             assert rec["value"] >= targets[rec["task"]], rec["name"]
     assert total <= 40e6
+    # every teacher a cpu chapter asks for is shipped (the keys are checked by `rskd teachers --check`:
+    # computing them generates the cpu scenes, minutes of CI)
+    from rskd_tutorial.profile import get_profile
+    from rskd_tutorial.recipes.teachers import catalog
+
+    assert {e.name for e in catalog(get_profile("cpu"))} == {rec["name"] for rec in records}
 
 
 def _rskd(*args, env):
@@ -179,18 +211,21 @@ def test_rskd_teachers_ships_lists_checks_and_catches_tampering(tmp_path):
     from rskd_tutorial.engine.store import file_sha256
 
     folder = tmp_path / "store" / "ci"
-    from safetensors.torch import load_file, save_file
+    import lzma
 
-    state = load_file(str(folder / "saliency-teacher.safetensors"))
+    from safetensors.torch import load, save
+
+    packed = folder / "saliency-teacher.safetensors.xz"
+    state = load(lzma.decompress(packed.read_bytes()))
     state = {k: (torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v) for k, v in state.items()}
-    save_file(state, str(folder / "saliency-teacher.safetensors"))
+    packed.write_bytes(lzma.compress(save(state)))
     rec = json.loads((folder / "saliency-teacher.json").read_text())
-    rec["sha256"] = file_sha256(folder / "saliency-teacher.safetensors")
+    rec["sha256"] = file_sha256(packed)
     (folder / "saliency-teacher.json").write_text(json.dumps(rec))
     r = _rskd("teachers", "--check", env=env)
     assert r.returncode == 2 and "saliency-teacher" in r.stderr and "differs from its record" in r.stderr
     # a file changed without its record: refused by its hash
-    (folder / "optical-retinanet.safetensors").write_bytes(b"0" * 16)
+    (folder / "optical-retinanet.safetensors.xz").write_bytes(b"0" * 16)
     r = _rskd("teachers", "--check", env=env)
     assert r.returncode == 2 and "optical-retinanet" in r.stderr
 

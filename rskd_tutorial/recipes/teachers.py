@@ -2,7 +2,7 @@
 
 ``rskd teachers [--profile P]`` trains each teacher of :func:`catalog` that the store does not hold yet
 (through the run cache, so an interrupted run resumes), evaluates the *stored* float16 weights on the
-held-out split and writes ``rskd_tutorial/shipped/<profile>/<name>.safetensors`` + ``<name>.json``
+held-out split and writes ``rskd_tutorial/shipped/<profile>/<name>.safetensors.xz`` + ``<name>.json``
 (:mod:`rskd_tutorial.engine.store`). A chapter then loads the shipped teacher whose record carries its
 run key instead of training it.
 

@@ -44,14 +44,16 @@ from rskd_tutorial.recipes.freqkd.models import (build_trunk, copy_head, detecto
 from rskd_tutorial.recipes.freqkd.recipe import divergence_main, evaluate_freqkd, train_freqkd
 from rskd_tutorial.recipes.freqkd.stages import stage_a, stage_a_distiller, stage_b, stage_b_params
 from rskd_tutorial.recipes.freqkd.study import divergence_study
-from rskd_tutorial.recipes.freqkd.tutorial import (VAL_PREFIX, eval_splits, paired_data, rgb_teacher, rgb_teacher_setup,
-                                                   stage_train_config, tutorial_backbone, tutorial_divergence,
-                                                   tutorial_head, tutorial_roots, tutorial_student)
+from rskd_tutorial.recipes.freqkd.tutorial import (COMPARISON, VAL_PREFIX, chosen_on_val, eval_splits, grid_specs,
+                                                   paired_data, rgb_teacher, rgb_teacher_setup, run_name,
+                                                   stage_a_trunk, stage_train_config, tutorial_backbone,
+                                                   tutorial_divergence, tutorial_head, tutorial_roots, tutorial_rows,
+                                                   tutorial_student)
 
 __all__ = ["BackboneSpec", "DivergenceSpec", "FreqKDRun", "HeadSpec", "LossSpec", "PairedData", "StageA", "StageB",
            "ModalityView", "collate_pairs", "ir_splits", "paired_splits", "build_trunk", "copy_head",
            "detector_from_trunk", "detector_trunk", "make_loss", "student_trunk_state", "divergence_main",
            "evaluate_freqkd", "train_freqkd", "stage_a", "stage_a_distiller", "stage_b", "stage_b_params",
            "divergence_study", "tutorial_backbone", "tutorial_divergence", "tutorial_head", "tutorial_roots",
-           "tutorial_student", "rgb_teacher", "rgb_teacher_setup", "stage_train_config", "VAL_PREFIX", "eval_splits",
-           "paired_data"]
+           "tutorial_student", "tutorial_rows", "COMPARISON", "grid_specs", "run_name", "chosen_on_val", "stage_a_trunk",
+           "rgb_teacher", "rgb_teacher_setup", "stage_train_config", "VAL_PREFIX", "eval_splits", "paired_data"]

@@ -49,10 +49,12 @@ class HeadSpec:
 
 @dataclass
 class LossSpec:
-    """FreqKD's loss options (``distill.freqkd.freqkd_loss``; every default but ``high_weight`` is ours)."""
+    """FreqKD's loss options (``distill.freqkd.freqkd_loss``; every default but ``high_weight`` is ours).
+    ``low_weight = 0`` or ``high_weight = 0`` gives the single-band variants of the ablation."""
 
     cutoff: float = 0.25
     high_weight: float = 0.1
+    low_weight: float = 1.0
     log_mse: str = "signed_log1p"             # signed_log1p | log1p_of_mse | none
     l2_normalize: bool = True
     split: str = "fft"                        # fft | haar | none (full-band MSE control)

@@ -105,7 +105,8 @@ def make_loss(spec: LossSpec, student: nn.Module, teacher: nn.Module) -> FreqKDL
         student_levels = [student.names[0]] * len(levels)
     return FreqKDLoss(levels, student_levels=student_levels, student_channels=student.embed_dim,
                       teacher_channels=teacher.embed_dim, cutoff=spec.cutoff, high_weight=spec.high_weight,
-                      log_mse=spec.log_mse, l2_normalize=spec.l2_normalize, split=spec.split, kind=spec.kind)
+                      low_weight=spec.low_weight, log_mse=spec.log_mse, l2_normalize=spec.l2_normalize,
+                      split=spec.split, kind=spec.kind)
 
 
 def student_trunk_state(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:

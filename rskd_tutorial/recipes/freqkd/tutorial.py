@@ -211,3 +211,68 @@ def tutorial_divergence(profile: Any, trunk: nn.Module, **kwargs: Any) -> dict[s
     kwargs.setdefault("n_pairs", profile.crossmodal.study_pairs)
     kwargs.setdefault("batch_size", profile.crossmodal.batch_size)
     return divergence_study(trunk, pairs, **kwargs)
+
+
+# The rows of the chapter's stage-B table: the student alone, the full-band control, FreqKD and its two
+# single-band ablations (each band's term alone, with the weight it has in FreqKD).
+COMPARISON: dict[str, LossSpec | None] = {
+    "nokd": None,
+    "mse": LossSpec(split="none"),
+    "freqkd": LossSpec(),
+    "low_only": LossSpec(high_weight=0.0),
+    "high_only": LossSpec(low_weight=0.0),
+}
+
+
+def grid_specs(profile: Any) -> dict[tuple[float, float], LossSpec]:
+    """The cutoff x high-band-weight grid of ``profile.crossmodal`` (chosen on the validation pairs)."""
+    c = profile.crossmodal
+    return {(rc, wh): LossSpec(cutoff=rc, high_weight=wh) for rc in c.sweep_cutoffs for wh in c.sweep_weights}
+
+
+def run_name(loss: LossSpec | None) -> str:
+    """The cache name of a stage-A loss: one name per distinct spec, so the table row ``freqkd`` and the
+    grid point (0.25, 0.1) share their runs."""
+    if loss is None:
+        return "nokd"
+    if loss.split == "none":
+        return "mse"
+    if loss == LossSpec():
+        return "freqkd"
+    return f"freqkd-rc{loss.cutoff:g}-wh{loss.high_weight:g}-wl{loss.low_weight:g}"
+
+
+def tutorial_rows(profile: Any, teacher: TutorialRun, losses: dict[str, LossSpec | None], seeds: Any, *,
+                  progress: bool = True, verbose: bool = False) -> dict[str, list[TutorialRun]]:
+    """``{row: [run for each seed]}``: :func:`tutorial_student` for every loss and seed, with one progress
+    line per run (cached runs load)."""
+    from tqdm.auto import tqdm
+
+    out: dict[str, list[TutorialRun]] = {}
+    jobs = [(row, loss, seed) for row, loss in losses.items() for seed in seeds]
+    bar = tqdm(jobs, desc="students", disable=not progress)
+    for row, loss, seed in bar:
+        bar.set_postfix_str(f"{row} s{seed}")
+        out.setdefault(row, []).append(
+            tutorial_student(profile, teacher, run_name(loss), loss, seed=seed, verbose=verbose))
+    return out
+
+
+def chosen_on_val(runs: dict[Any, list[TutorialRun]], metric: str = "AP50") -> Any:
+    """The key whose runs have the highest mean validation ``metric`` (``val_AP50``): the grid's choice."""
+    def val(key: Any) -> float:
+        rs = runs[key]
+        return sum(float(r.metrics[VAL_PREFIX + metric]) for r in rs) / len(rs)
+
+    return max(runs, key=val)
+
+
+def stage_a_trunk(run: TutorialRun, teacher: TutorialRun) -> nn.Module:
+    """The IR trunk a row had after stage A, before stage B fine-tuned it: the stage-A student's weights
+    (``run.extra["stage_a_dir"]/final.pt``), or the teacher's trunk for a row without stage A."""
+    from rskd_tutorial.recipes.freqkd.models import student_trunk_state
+
+    trunk = copy.deepcopy(detector_trunk(teacher.model))
+    if run.extra.get("stage_a_dir") is not None:
+        trunk.load_state_dict(student_trunk_state(Path(run.extra["stage_a_dir"]) / "final.pt"), strict=True)
+    return trunk.eval()

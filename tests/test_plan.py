@@ -210,3 +210,35 @@ def test_train_config_fields_are_unchanged():
     got = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     assert got == TRAIN_CONFIG_DEFAULTS
     assert [f.name for f in fields(TrainConfig) if f.default is MISSING] == ["epochs", "lr"]
+
+
+def _notebook_tables(name: str, start: str, stop: str, profile: str) -> dict:
+    """The names a notebook's setup cell defines between ``start`` and ``stop``, run for ``profile``."""
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "book" / name).read_text(encoding="utf-8"))
+    src = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code" and start in "".join(c["source"]))
+    ns: dict = {"P": type("P", (), {"name": profile})}
+    exec(src[src.index(start):src.index(stop)], ns)
+    return ns
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "gpu", "t4"])
+def test_the_plans_row_tables_are_the_chapters(profile):
+    """The plan counts rows from copies of the notebooks' tables: they must agree (and a t4 lookup works)."""
+    from rskd_tutorial.recipes import plan as planning
+
+    ns = _notebook_tables("00_distilling_a_detector.ipynb", "BASELINES = ", "print(f\"scenes", profile)
+    assert ns["BASELINES"] == planning.BASELINES_00
+    assert ns["FRCNN_BASELINES"] == planning.FRCNN_BASELINES_00.get(profile, ())
+    ns = _notebook_tables("02_ds2d2.ipynb", "ALL_ROWS = ", "AMP_EPOCHS", profile)
+    assert ns["ROWS"] == planning.ROWS_02.get(profile, planning.ROWS_02["gpu"])
+    ns = _notebook_tables("03_dipkd.ipynb", "ABLATION = ", "ALL_ARCHS", profile)
+    grid = {k: v for k, v in ns["GRID"].items() if k != "n_feat"}
+    assert grid == planning.GRIDS_03.get(profile, planning.GRIDS_03["gpu"])
+    from rskd_tutorial.recipes.scrkd import COMPARISON
+
+    assert planning.SCRKD_ROWS_05 == COMPARISON
+    from rskd_tutorial.bench import DETECTION_METHODS
+
+    assert planning.BENCH_METHODS_06 == DETECTION_METHODS

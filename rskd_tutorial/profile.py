@@ -7,11 +7,13 @@ Four profiles share one code path and differ only in scale:
   pyramids, teachers trained once for thousands of steps and shipped with the package
   (``rskd teachers``), students trained for a few hundred steps, 3 seeds, a held-out test split.
 * ``gpu`` -- at most 10 min a chapter on one H100 (``rskd plan --profile gpu``): the ``cpu`` profile's
-  model families (``regnetx_002`` trunks, P2-P5 pyramids, light GroupNorm heads) on 3x the scenes,
-  batches of 32 and longer teacher training. No teacher is shipped for it: its teachers train in the
-  chapters, and their time is in the 10 minutes. (The papers' ResNet-50/18 at 512 px would take hours.)
-* ``t4``  -- Colab's free T4 (fp16 autocast with a grad scaler, 16 GB): the ``gpu`` sizes on 2/3 of the
-  scenes, sized so that every chapter fits a Colab session (45 min by ``rskd plan --profile t4``).
+  model families (``regnetx_002`` trunks, P2-P5 pyramids, light GroupNorm heads) on more scenes
+  (detection: 4000, not 1000), batches of 64 and longer teacher training. No teacher is shipped for
+  it: its teachers train in the chapters, and their time is in the 10 minutes. (The papers'
+  ResNet-50/18 at 512 px would take hours.)
+* ``t4``  -- Colab's free T4 (fp16 autocast with a grad scaler, 16 GB): the ``gpu`` models on fewer scenes
+  (detection: 2000) in batches of 32, so that every chapter fits a Colab session (45 min by
+  ``rskd plan --profile t4``).
 
 ``RSKD_FULL=1`` gives the ``gpu`` and ``t4`` profiles their extra seeds (5 instead of 3) and the full
 FreqKD sweep (cutoff 0.125 / 0.25 / 0.375 x high-band weight 0.1 / 1); without it the sweep is one

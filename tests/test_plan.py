@@ -242,3 +242,21 @@ def test_the_plans_row_tables_are_the_chapters(profile):
     from rskd_tutorial.bench import DETECTION_METHODS
 
     assert planning.BENCH_METHODS_06 == DETECTION_METHODS
+
+
+def test_calibrate_times_real_steps_of_a_family(monkeypatch):
+    """--calibrate's cost model: a real (timed) training step and forward of a family at the profile's size."""
+    monkeypatch.setenv("RSKD_CACHE", "/nonexistent-unused")
+    from rskd_tutorial.profile import get_profile
+    from rskd_tutorial.recipes.costs import calibrate
+    from rskd_tutorial.recipes.plan import PlannedRun, Stage, estimate
+
+    P = get_profile("ci")
+    costs = calibrate(P, {"sod": 2}, "cpu", steps=1, warmup=1)
+    train, forward = costs.train("sod", 16), costs.forward("sod", 16)
+    assert costs.kind == "cpu" and "calibrated" in costs.source
+    assert 0 < forward and 0 < train and set(costs.measured) == {"sod@16px s/image (train step)",
+                                                                  "sod@16px s/image (forward)"}
+    run = PlannedRun("r", "kd", (Stage("sod", 16, 8, 2, 2, (("sod", 16),)),))
+    assert estimate(run, costs) == pytest.approx(16 * (train + forward))
+    assert estimate(PlannedRun("t", "teacher", run.stages, shipped=True), costs) == 0.0

@@ -2,7 +2,7 @@
 
 The package behind the RSKD Tutorial Book. Modules, and the chapter that teaches each:
 
-* ``profile``   -- run profiles ci | cpu | gpu (every chapter)
+* ``profile``   -- run profiles ci | cpu | gpu | t4 (every chapter)
 * ``devices``   -- the device helper, the device check and the AMP dtype (every chapter)
 * ``data``      -- synthetic scenes and dataset readers (every chapter)
 * ``spectral``  -- Haar DWT, FFT bands, speckle metrics, band divergence (chapter 1)

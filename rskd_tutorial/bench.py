@@ -238,7 +238,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rskd bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", nargs="+", default=list(DETECTION_METHODS), choices=DETECTION_METHODS)
     parser.add_argument("--detector", default="retinanet", choices=("retinanet", "faster_rcnn"))
-    parser.add_argument("--profile", default=None, help="ci | cpu | gpu (default: RSKD_PROFILE or auto)")
+    parser.add_argument("--profile", default=None, help="ci | cpu | gpu | t4 (default: RSKD_PROFILE or auto)")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--channels-last", action="store_true")

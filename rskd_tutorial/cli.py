@@ -12,6 +12,8 @@
     rskd divergence CONFIG --pairs N           FreqKD's RGB-IR spectral divergence study
     rskd bench [--method M ...]                time the KD terms against the training step
     rskd teachers [--list|--check] [--json]    train and ship the chapters' teachers; list or re-check them
+    rskd plan [--profile P] [--calibrate] [--json]
+                                               each chapter's runs, image-steps and estimated time; over-budget flags
     rskd --version
 
 Several GPUs: ``torchrun --nproc_per_node=N -m rskd_tutorial.cli train CONFIG``.
@@ -171,6 +173,7 @@ DELEGATED = {
     "divergence": ("rskd_tutorial.recipes.freqkd", "divergence_main"),
     "bench": ("rskd_tutorial.bench", "bench_main"),
     "teachers": ("rskd_tutorial.recipes.teachers", "teachers_main"),
+    "plan": ("rskd_tutorial.recipes.plan", "plan_main"),
 }
 
 
@@ -213,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("bench", "rskd_tutorial.bench", "bench_main", "time the KD terms against the training step"),
         ("teachers", "rskd_tutorial.recipes.teachers", "teachers_main",
          "train and ship the chapters' teachers (--list, --check, --json)"),
+        ("plan", "rskd_tutorial.recipes.plan", "plan_main",
+         "each chapter's runs and estimated training time in a profile (--profile, --calibrate, --json)"),
     ):
         p = sub.add_parser(name, help=helptext, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -145,3 +145,74 @@ def test_ddp_two_ranks_gloo_hold_identical_weights(tmp_path: Path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+
+
+def test_optimizer_state_lives_only_while_a_run_is_in_progress(tmp_path: Path):
+    """Mid-run checkpoints are resumable (optimizer included); once final.pt exists the kept checkpoint holds
+    weights and progress only, and resuming the finished run is a no-op."""
+    torch.manual_seed(0)
+    init = _weights(TinyNet())
+    full = TinyNet()
+    full.load_state_dict(init)
+    fit(full, NoisyRegression(), _config(), tmp_path / "full", collate_fn=_collate, progress=False, verbose=False)
+    done = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    assert done["epoch"] == 3 and "optimizer" not in done and "rng" not in done
+    assert all(torch.equal(v, done["model"][k]) for k, v in full.state_dict().items())
+    again = fit(TinyNet(), NoisyRegression(), _config(), tmp_path / "full", collate_fn=_collate, progress=False,
+                verbose=False, resume=True)
+    assert again.epochs_run == 3 and load_checkpoint(tmp_path / "full" / "checkpoint.pt")["epoch"] == 3
+
+
+
+def test_resume_from_a_mid_run_checkpoint_with_optimizer_state(tmp_path: Path):
+    torch.manual_seed(0)
+    init = _weights(TinyNet())
+    full, part = TinyNet(), TinyNet()
+    full.load_state_dict(init)
+    part.load_state_dict(init)
+    fit(full, NoisyRegression(), _config(), tmp_path / "full", collate_fn=_collate, progress=False, verbose=False,
+        keep_checkpoint=False)
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["final.pt", "metrics.jsonl"]
+
+    class StopAfterEpoch1(Exception):
+        pass
+
+    cfg = _config(eval_every=1)
+    seen = []
+
+    def killer(model):            # raises in epoch 2, after epoch 1's checkpoint: a run killed mid-way
+        seen.append(1)
+        if len(seen) == 2:
+            raise StopAfterEpoch1
+        return {"x": 0.0}
+
+    with pytest.raises(StopAfterEpoch1):
+        fit(part, NoisyRegression(), cfg, tmp_path / "part", collate_fn=_collate, progress=False, verbose=False,
+            evaluate=killer, keep_checkpoint=False)
+    mid = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert mid["epoch"] == 1 and {"optimizer", "scheduler", "rng", "scaler"} <= set(mid)
+    resumed = TinyNet()
+    fit(resumed, NoisyRegression(), cfg, tmp_path / "part", collate_fn=_collate, progress=False, verbose=False,
+        resume=True, keep_checkpoint=False)
+    assert not (tmp_path / "part" / "checkpoint.pt").exists()
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_not_resumable_checkpoints_hold_no_optimizer_state(tmp_path: Path):
+    fit(TinyNet(), NoisyRegression(), _config(), tmp_path, collate_fn=_collate, progress=False, verbose=False,
+        max_steps=6, resumable=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 and "optimizer" not in state
+    with pytest.raises(RuntimeError, match="no optimizer state"):
+        fit(TinyNet(), NoisyRegression(), _config(), tmp_path, collate_fn=_collate, progress=False, verbose=False,
+            resume=True)
+
+
+def test_deferred_finite_check_names_the_step_range(tmp_path: Path):
+    from rskd_tutorial.engine.train import _check_finite
+
+    losses = {"loss_a": torch.tensor(float("nan"))}
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, steps 7-9: loss_a=nan"):
+        _check_finite(losses, torch.tensor(0.0), 1, 8, tmp_path / "none.pt", False, since=6, bad=torch.tensor(1.0))
+    _check_finite(losses, torch.tensor(0.0), 1, 8, tmp_path / "none.pt", False, since=6, bad=torch.tensor(0.0))

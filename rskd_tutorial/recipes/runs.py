@@ -99,10 +99,14 @@ def finish_run(trained: nn.Module, key: str, train: Callable[[Path], None], eval
                extra: dict[str, Any] | None = None, shipped: bool = True) -> TutorialRun:
     """Train ``trained`` with ``train(run_dir)`` or load it (cache, else teacher store when ``shipped``), then
     ``evaluate(model)`` the ``evaluated`` module (default: ``trained``; e.g. the student inside a Distiller)
-    on ``device`` in eval mode, with the metrics cached beside the weights. The one ending of every tutorial run."""
+    on ``device`` in eval mode, with the metrics cached beside the weights. The one ending of every tutorial run.
+    On CUDA the allocator's cached blocks (the run's activations, optimizer moments, evaluation batches) are
+    returned afterwards, so that a chapter training dozens of runs holds only the models it keeps."""
     _, run_dir, loaded = train_or_load(trained, key, train, verbose=verbose, shipped=shipped)
     model = (evaluated if evaluated is not None else trained).to(device).eval()
     metrics = cached_metrics(run_dir, lambda: evaluate(model))
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
     return TutorialRun(model, run_dir, metrics, loaded, run_seconds(run_dir), extra=dict(extra or {}))
 
 

@@ -213,7 +213,7 @@ def teachers_main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="rskd teachers", description="Train, ship, list and check the chapters' "
                                 "teachers (rskd_tutorial/shipped/<profile>/).")
-    p.add_argument("--profile", help="ci | cpu | gpu (default: RSKD_PROFILE, else gpu with CUDA, else cpu)")
+    p.add_argument("--profile", help="ci | cpu | gpu | t4 (default: RSKD_PROFILE, else gpu with CUDA, else cpu)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="train these teachers only")
     p.add_argument("--retrain", action="store_true", help="train and ship again even when the store is up to date")
     p.add_argument("--list", action="store_true", help="print the shipped records")

@@ -171,7 +171,7 @@ KEY_FIELDS = {
             "crossmodal": {"image_size": 160, "train_pairs": 1000, "val_pairs": 100, "test_pairs": 100,
                            "study_pairs": 200, "teacher_backbone": "regnetx_002", "student_backbone": "regnetx_002",
                            "vit_depth": None, "pyramid_channels": 64, "anchor_factor": 0.35, "head_convs": 1,
-                           "teacher_epochs": 20, "distill_epochs": 2, "finetune_epochs": 2, "batch_size": 8,
+                           "teacher_epochs": 20, "distill_epochs": 1, "finetune_epochs": 1, "batch_size": 8,
                            "lr": 2e-3, "distill_lr": 5e-4, "finetune_lr": 5e-4, "warmup_iters": 50,
                            "sweep_cutoffs": [0.125, 0.25, 0.375], "sweep_weights": [0.1, 1.0]}},
 }

@@ -388,14 +388,10 @@ def plan_main(argv: Sequence[str] | None = None) -> int:
     """``rskd plan [--profile P] [--calibrate] [--json] [--device-kind K] [--chapter NN ...]``."""
     from rskd_tutorial.profile import PROFILE_NAMES, get_profile
 
-    p = argparse.ArgumentParser(prog="rskd plan", description="List each chapter's runs in a profile with their "
-                                "image-steps and estimated training time.")
-    p.add_argument("--profile", help=f"{' | '.join(PROFILE_NAMES)} (default: RSKD_PROFILE, else gpu with CUDA, "
-                   "else cpu)")
-    p.add_argument("--calibrate", action="store_true", help="time 5 real training steps of each model family "
-                   "on this machine's device instead of the built-in table / FLOP model")
-    p.add_argument("--device-kind", choices=DEVICE_KINDS, help="the device to estimate for (default: the one the "
-                   "profile is sized for: ci/cpu -> cpu, gpu -> h100, t4 -> t4)")
+    p = argparse.ArgumentParser(prog="rskd plan", description="Each chapter's runs, image-steps and time.")
+    p.add_argument("--profile", help=f"{' | '.join(PROFILE_NAMES)} (default: RSKD_PROFILE, else gpu/cpu)")
+    p.add_argument("--calibrate", action="store_true", help="time 5 real steps of each model family here instead")
+    p.add_argument("--device-kind", choices=DEVICE_KINDS, help="ci/cpu -> cpu, gpu -> h100, t4 -> t4 by default")
     p.add_argument("--chapter", nargs="+", choices=tuple(CHAPTERS), help="these chapters only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     a = p.parse_args(argv)

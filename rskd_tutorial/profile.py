@@ -241,33 +241,18 @@ _PROFILES: dict[str, Profile] = {
         ),
         notes="at most 10 min a chapter on one H100 (rskd plan --profile gpu); teachers trained in the chapters",
     ),
-    "t4": Profile(
-        name="t4",
-        seeds=(0, 1, 2),                 # RSKD_FULL=1: 5 seeds
-        num_workers=2,                   # Colab: 2 CPU cores
-        detection=DetectionScale(
-            image_size=192, train_images=2000, val_images=200, test_images=200,
-            teacher_backbone="regnetx_002", student_backbone="regnetx_002", fpn_channels=64,
-            anchor_factor=0.35, anchor_factor_faster_rcnn=0.25, head_convs=1, box_head_dim=256,
-            teacher_epochs=30, teacher_epochs_retinanet=45, student_epochs=3, batch_size=32,
-            lr_retinanet=2e-3, lr_faster_rcnn=2e-3, warmup_iters=100, optimizer="adamw", weight_decay=0.05,
-            rois_per_image=128, rpn_proposals=300, amplifier_epochs=3,
-        ),
-        saliency=SaliencyScale(
-            resolutions=(128, 64, 32), eval_size=128, train_images=1000, test_images=200, val_images=200,
-            backbone="regnetx_002", teacher_epochs=40, student_epochs=10, batch_size=32, lr=2e-3,
-            channels=32, transformer_backbone="pvt_v2_b0", warmup_iters=50,
-        ),
-        crossmodal=CrossModalScale(
-            image_size=160, train_pairs=2000, val_pairs=200, test_pairs=200, study_pairs=500,
-            teacher_backbone="regnetx_002", student_backbone="regnetx_002", vit_depth=None,
-            pyramid_channels=64, anchor_factor=0.35, head_convs=1, teacher_epochs=30, distill_epochs=3,
-            finetune_epochs=3, batch_size=32, lr=4e-3, distill_lr=1e-3, finetune_lr=1e-3, warmup_iters=100,
-            sweep_cutoffs=(0.25,), sweep_weights=(0.1,),       # RSKD_FULL=1: FULL_SWEEP
-        ),
-        notes="Colab's free T4 (fp16, 16 GB): a chapter in one session (rskd plan --profile t4)",
-    ),
 }
+# Colab's free T4: the gpu profile's models on fewer scenes, in smaller batches.
+_GPU = _PROFILES["gpu"]
+_PROFILES["t4"] = replace(
+    _GPU, name="t4", num_workers=2,                       # Colab: 2 CPU cores
+    detection=replace(_GPU.detection, train_images=2000, val_images=200, test_images=200, student_epochs=3,
+                      batch_size=32),
+    saliency=replace(_GPU.saliency, train_images=1000),
+    crossmodal=replace(_GPU.crossmodal, image_size=160, train_pairs=2000, val_pairs=200, test_pairs=200,
+                       anchor_factor=0.35),
+    notes="Colab's free T4 (fp16, 16 GB): a chapter in one session (rskd plan --profile t4)",
+)
 
 
 def profile_name_from_env() -> str:

@@ -117,3 +117,40 @@ def test_detection_row_and_labelled_table(tmp_path):
     with pytest.raises(ValueError, match="one label per row"):
         labelled_table([base], ["a", "b"])
 
+
+
+def test_chosen_on_val_takes_the_best_validation_mean_and_never_reads_test():
+    from types import SimpleNamespace
+
+    from rskd_tutorial.recipes.results import chosen_on_val
+
+    def runs(*vals):   # test AP50 is the mirror image of val: a choice on test would pick the other key
+        return [SimpleNamespace(metrics={"val_AP50": v, "AP50": 1.0 - v}) for v in vals]
+
+    sweep = {0.25: runs(0.30, 0.50), 0.5: runs(0.45, 0.41), 1.0: runs(0.10, 0.20)}   # means 0.40, 0.43, 0.15
+    assert chosen_on_val(sweep) == 0.5
+    assert chosen_on_val({"a": runs(0.2), "b": runs(0.2)}) == "a"                    # ties: the first key
+    with pytest.raises(ValueError):
+        chosen_on_val({})
+    with pytest.raises(KeyError):
+        chosen_on_val({"a": [SimpleNamespace(metrics={"AP50": 0.9})]})               # no validation metrics
+
+
+def test_with_val_metrics_evaluates_once_and_prefixes(monkeypatch, tmp_path):
+    import torch
+
+    from rskd_tutorial.recipes import detection
+    from rskd_tutorial.recipes.runs import TutorialRun
+
+    calls = []
+
+    def fake_eval(model, dataset, batch_size):
+        calls.append((dataset, batch_size))
+        return {"AP50": 0.6, "mAP": 0.3, "per_class": torch.zeros(2)}
+
+    monkeypatch.setattr(detection, "evaluate_detection", fake_eval)
+    run = TutorialRun(torch.nn.Linear(1, 1), tmp_path, {"AP50": 0.5}, loaded_from_cache=True)
+    out = detection.with_val_metrics(run, "VAL", 4)
+    assert out is run and run.metrics == {"AP50": 0.5, "val_AP50": 0.6, "val_mAP": 0.3}   # test AP50 untouched
+    detection.with_val_metrics(run, "VAL", 4)
+    assert calls == [("VAL", 4)]

@@ -51,6 +51,27 @@ def test_in_memory_dataset_gives_the_same_items_as_reading_files(tmp_path):
     assert torch.equal(mem[0][0], disk[0][0])
 
 
+def test_in_memory_datasets_of_one_split_share_the_decoded_images(tmp_path, monkeypatch):
+    import os
+
+    from rskd_tutorial.data import CocoDetection
+
+    root = write_scenes("sar", tmp_path / "s", n_train=3, n_val=1, size=40, seed=2, progress=False)
+    first = CocoDetection(root, "train", in_memory=True)
+    reads = []
+    monkeypatch.setattr(CocoDetection, "_read", lambda self, rel: reads.append(rel) or torch.zeros(3, 40, 40))
+    again = CocoDetection(root, "train", in_memory=True)
+    assert reads == [] and again._memory is first._memory          # nothing decoded twice
+    assert torch.equal(again[0][0], first[0][0])
+    CocoDetection(root, "val", in_memory=True)                     # another split is its own store
+    assert len(reads) == 1
+    ann = root / "annotations" / "instances_train.json"
+    st = ann.stat()
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))   # a rewritten split is decoded anew
+    CocoDetection(root, "train", in_memory=True)
+    assert len(reads) == 1 + 3
+
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()

@@ -109,7 +109,8 @@ class CocoDetection(Dataset):
 
     ``in_memory=True`` decodes every image once, at construction, and keeps it (8-bit images as uint8
     tensors, 3 bytes a pixel), so a training step decodes no file: the tutorial scale's scenes are small
-    enough (1000 scenes of 192 px are 110 MB).
+    enough (1000 scenes of 192 px are 110 MB). A second dataset of the same split in the same process
+    (same annotation file, unchanged) shares the decoded images instead of reading them again.
     """
 
     def __init__(
@@ -162,12 +163,16 @@ class CocoDetection(Dataset):
                 )
         self._memory: dict[str, Tensor] | None = None
         if in_memory:
-            self._memory = {}
-            for i in self.image_ids:
-                info = coco.imgs[i]
-                for rel in (info["file_name"], info.get("paired_file_name") if return_paired else None):
-                    if rel is not None:
-                        self._memory[rel] = _compact(self._read(rel))
+            key = (str(self.ann_file.resolve()), self.ann_file.stat().st_mtime_ns, tuple(ids), return_paired)
+            self._memory = _DECODED.get(key)
+            if self._memory is None:
+                self._memory = {}
+                for i in self.image_ids:
+                    info = coco.imgs[i]
+                    for rel in (info["file_name"], info.get("paired_file_name") if return_paired else None):
+                        if rel is not None:
+                            self._memory[rel] = _compact(self._read(rel))
+                _remember(key, self._memory)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -222,6 +227,19 @@ class CocoDetection(Dataset):
     def __repr__(self) -> str:
         return (f"CocoDetection(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
                 f"classes={self.categories})")
+
+
+# Decoded splits of this process, newest last: a chapter builds the same splits for every run it loads from the
+# cache, and decoding 1000 scenes again each time costs seconds. The tensors are never modified (``_load``
+# returns a converted copy), so datasets may share them.
+_DECODED: dict[tuple, dict[str, Tensor]] = {}
+_DECODED_MAX = 6
+
+
+def _remember(key: tuple, memory: dict[str, Tensor]) -> None:
+    _DECODED[key] = memory
+    while len(_DECODED) > _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]
 
 
 def _compact(image: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
 from rskd_tutorial.models.utils import load_state_strict, weights_under
 from rskd_tutorial.recipes.registry import Recipe, register
+from rskd_tutorial.recipes.results import VAL_PREFIX
 from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure
 
 SYNTHETIC_KINDS = ("optical", "sar", "rgbir")
@@ -234,6 +235,16 @@ def cached_run(trained: nn.Module, key: str, train: Callable[[Path], None], val_
     (default ``trained``) on ``val_set``."""
     return finish_run(trained, key, train, lambda m: evaluate_detection(m, val_set, batch_size=batch_size), device,
                       evaluated=evaluated, verbose=verbose, extra=extra, shipped=shipped)
+
+
+def with_val_metrics(run: TutorialRun, val_set: Any, batch_size: int = 8) -> TutorialRun:
+    """``run`` with its COCO metrics on ``val_set`` added as ``val_*`` (evaluated once; a run that has them is
+    returned as is): what :func:`~rskd_tutorial.recipes.results.chosen_on_val` chooses a sweep on, while the
+    unprefixed metrics stay the held-out test split's."""
+    if not any(k.startswith(VAL_PREFIX) for k in run.metrics):
+        metrics = evaluate_detection(run.model.eval(), val_set, batch_size=batch_size)
+        run.metrics.update({VAL_PREFIX + k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    return run
 
 
 def detector_setup(profile: Any, arch: str, kind: str = "optical", seed: int = 0, *, role: str = "teacher",

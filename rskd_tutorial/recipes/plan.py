@@ -55,9 +55,9 @@ GRIDS_03 = {
     "ci": dict(compare={"faster_rcnn": ["dipkd", "dipkd_balanced"], "retinanet": ["mgd", "dipkd"]},
                ablation={"faster_rcnn": [(1, 0, 0)]}, taus={"faster_rcnn": [0.5]}, mask_rates={"faster_rcnn": [0.25]},
                init_arms=["faster_rcnn"]),
-    "cpu": dict(compare={"faster_rcnn": ["fgd", "dipkd", "dipkd_balanced"]},
-                ablation={"faster_rcnn": _ABLATION[:3]}, taus={"faster_rcnn": []}, mask_rates={"faster_rcnn": []},
-                init_arms=["faster_rcnn"]),
+    "cpu": dict(compare={a: ["fgd", "dipkd", "dipkd_balanced"] for a in ("faster_rcnn", "retinanet")},
+                ablation={"faster_rcnn": _ABLATION[:3]}, taus={"faster_rcnn": [0.25, 0.5, 1.0]},
+                mask_rates={"faster_rcnn": [0.0, 0.25, 0.75]}, sweep_seeds=2, init_arms=["faster_rcnn"]),
     "gpu": dict(compare={a: ["fitnet", "fgd", "mgd", "dipkd", "dipkd_balanced"] for a in ("faster_rcnn", "retinanet")},
                 ablation={a: _ABLATION for a in ("faster_rcnn", "retinanet")},
                 taus={a: [0.25, 0.5, 0.75, 1.0, 1.25] for a in ("faster_rcnn", "retinanet")},
@@ -199,7 +199,7 @@ class _Book:
 
     def ch03(self) -> list[PlannedRun]:
         grid = self.table(GRIDS_03)
-        archs = ("faster_rcnn",) if self.p.name == "cpu" else ("faster_rcnn", "retinanet")
+        archs = ("faster_rcnn", "retinanet")
         runs: dict[str, PlannedRun] = {}
 
         def add(rs: list[PlannedRun]) -> None:
@@ -227,11 +227,10 @@ class _Book:
                 for flags in flags_list:
                     add(dipkd(arch, self.seeds, modules="".join(map(str, flags)), weight="balanced"))
                 add(dipkd(arch, self.seeds, weight="balanced"))
+        sweep_seeds = self.seeds[:grid.get("sweep_seeds", len(self.seeds))]
         for arch in archs:
-            for tau in grid["taus"].get(arch, []):
-                add(dipkd(arch, (0,), tau=tau))
-            for rate in grid["mask_rates"].get(arch, []):
-                add(dipkd(arch, (0,), rate=rate))
+            add([r for tau in grid["taus"].get(arch, []) for r in dipkd(arch, sweep_seeds, tau=tau)])
+            add([r for rate in grid["mask_rates"].get(arch, []) for r in dipkd(arch, sweep_seeds, rate=rate)])
         return list(runs.values())
 
     def ch04(self) -> list[PlannedRun]:

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ROLES", "TASKS", "result_row", "runs_row", "detection_row", "paired_gain", "verdict", "mean_pm", "results_path",
-           "rows_table", "labelled_table", "write_results", "read_results"]
+           "rows_table", "labelled_table", "write_results", "read_results", "VAL_PREFIX", "chosen_on_val"]
 
 ROLES = ("teacher", "student", "kd", "other")
+VAL_PREFIX = "val_"      # a run's metrics on the validation split carry this prefix; unprefixed ones are the test split's
 TASKS = ("optical-detection", "sar-detection", "rgb-detection", "ir-detection", "saliency")
 
 
@@ -164,3 +165,18 @@ def labelled_table(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], *,
     for k in extra_keys:
         table[k] = [round(float(r["extra"][k]), precision) for r in rows]
     return table
+
+
+def chosen_on_val(runs: Mapping[Any, Sequence[Any]], metric: str = "AP50") -> Any:
+    """The key of ``runs`` ({setting: [run per seed]}) whose runs have the highest mean validation ``metric``
+    (``run.metrics["val_AP50"]``): how a grid or a sweep is chosen without looking at the test split that the
+    tables report. Ties go to the first key."""
+    def val(key: Any) -> float:
+        rs = runs[key]
+        if not rs:
+            raise ValueError(f"no runs for {key!r}")
+        return sum(float(r.metrics[VAL_PREFIX + metric]) for r in rs) / len(rs)
+
+    if not runs:
+        raise ValueError("chosen_on_val needs at least one setting")
+    return max(runs, key=val)

@@ -21,9 +21,9 @@ from rskd_tutorial.recipes.freqkd.data import ModalityView, collate_pairs, ir_sp
 from rskd_tutorial.recipes.freqkd.models import build_trunk, copy_head, detector_from_trunk, detector_trunk, make_loss
 from rskd_tutorial.recipes.freqkd.stages import stage_a_distiller, stage_b_params
 from rskd_tutorial.recipes.freqkd.study import divergence_study
+from rskd_tutorial.recipes.results import VAL_PREFIX, chosen_on_val  # noqa: F401  (chapter 4 imports them from here)
 from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure, run_seconds
 
-VAL_PREFIX = "val_"      # metrics on the validation pairs carry this prefix; the unprefixed ones are the test split's
 
 
 def tutorial_roots(profile: Any, seed: int = 0) -> tuple[Path, Path]:
@@ -256,15 +256,6 @@ def tutorial_rows(profile: Any, teacher: TutorialRun, losses: dict[str, LossSpec
         out.setdefault(row, []).append(
             tutorial_student(profile, teacher, run_name(loss), loss, seed=seed, verbose=verbose))
     return out
-
-
-def chosen_on_val(runs: dict[Any, list[TutorialRun]], metric: str = "AP50") -> Any:
-    """The key whose runs have the highest mean validation ``metric`` (``val_AP50``): the grid's choice."""
-    def val(key: Any) -> float:
-        rs = runs[key]
-        return sum(float(r.metrics[VAL_PREFIX + metric]) for r in rs) / len(rs)
-
-    return max(runs, key=val)
 
 
 def stage_a_trunk(run: TutorialRun, teacher: TutorialRun) -> nn.Module:

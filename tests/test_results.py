@@ -118,7 +118,6 @@ def test_detection_row_and_labelled_table(tmp_path):
         labelled_table([base], ["a", "b"])
 
 
-
 def test_chosen_on_val_takes_the_best_validation_mean_and_never_reads_test():
     from types import SimpleNamespace
 

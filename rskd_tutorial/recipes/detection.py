@@ -30,7 +30,7 @@ from rskd_tutorial.engine.train import TrainConfig, load_weights
 from rskd_tutorial.models.detectors import Detector, build_detector
 from rskd_tutorial.models.utils import load_state_strict, weights_under
 from rskd_tutorial.recipes.registry import Recipe, register
-from rskd_tutorial.recipes.results import VAL_PREFIX
+from rskd_tutorial.recipes.results import VAL_PREFIX, val_prefixed
 from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure
 
 SYNTHETIC_KINDS = ("optical", "sar", "rgbir")
@@ -242,8 +242,7 @@ def with_val_metrics(run: TutorialRun, val_set: Any, batch_size: int = 8) -> Tut
     returned as is): what :func:`~rskd_tutorial.recipes.results.chosen_on_val` chooses a sweep on, while the
     unprefixed metrics stay the held-out test split's."""
     if not any(k.startswith(VAL_PREFIX) for k in run.metrics):
-        metrics = evaluate_detection(run.model.eval(), val_set, batch_size=batch_size)
-        run.metrics.update({VAL_PREFIX + k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run.metrics.update(val_prefixed(evaluate_detection(run.model.eval(), val_set, batch_size=batch_size)))
     return run
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ROLES", "TASKS", "result_row", "runs_row", "detection_row", "paired_gain", "verdict", "mean_pm", "results_path",
-           "rows_table", "labelled_table", "write_results", "read_results", "VAL_PREFIX", "chosen_on_val"]
+           "rows_table", "labelled_table", "write_results", "read_results", "VAL_PREFIX", "val_prefixed", "chosen_on_val"]
 
 ROLES = ("teacher", "student", "kd", "other")
 VAL_PREFIX = "val_"      # a run's metrics on the validation split carry this prefix; unprefixed ones are the test split's
@@ -165,6 +165,12 @@ def labelled_table(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], *,
     for k in extra_keys:
         table[k] = [round(float(r["extra"][k]), precision) for r in rows]
     return table
+
+
+def val_prefixed(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` of the validation split under ``val_`` names, without array values (per-class tensors):
+    what a run stores beside its test metrics so that a sweep can be chosen on validation."""
+    return {VAL_PREFIX + k: v for k, v in metrics.items() if not hasattr(v, "shape")}
 
 
 def chosen_on_val(runs: Mapping[Any, Sequence[Any]], metric: str = "AP50") -> Any:

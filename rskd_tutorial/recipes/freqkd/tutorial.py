@@ -21,9 +21,8 @@ from rskd_tutorial.recipes.freqkd.data import ModalityView, collate_pairs, ir_sp
 from rskd_tutorial.recipes.freqkd.models import build_trunk, copy_head, detector_from_trunk, detector_trunk, make_loss
 from rskd_tutorial.recipes.freqkd.stages import stage_a_distiller, stage_b_params
 from rskd_tutorial.recipes.freqkd.study import divergence_study
-from rskd_tutorial.recipes.results import VAL_PREFIX, chosen_on_val  # noqa: F401  (chapter 4 imports them from here)
+from rskd_tutorial.recipes.results import VAL_PREFIX, chosen_on_val, val_prefixed  # noqa: F401  (re-exported)
 from rskd_tutorial.recipes.runs import TutorialRun, TutorialSetup, finish_run, fit_closure, run_seconds
-
 
 
 def tutorial_roots(profile: Any, seed: int = 0) -> tuple[Path, Path]:
@@ -78,7 +77,7 @@ def _ir_evaluation(profile: Any) -> Any:
     def evaluate(model: nn.Module) -> dict[str, Any]:
         out = dict(evaluate_detection(model, sets[report], batch_size=bs))
         val = out if choose == report else evaluate_detection(model, sets[choose], batch_size=bs)
-        out.update({VAL_PREFIX + k: v for k, v in val.items() if not hasattr(v, "shape")})
+        out.update(val_prefixed(val))
         return out
 
     return evaluate
